@@ -1,0 +1,257 @@
+"""See every transformers log record and warning, without changing what logging does.
+
+transformers hides its records three ways: its root logger does not propagate, the verbosity
+(logger level) stops records from being created at all, and ``warning_once`` is an
+``lru_cache`` that skips repeats for the whole process. Adding a handler, lowering levels or
+clearing the cache would each change what stderr, ``caplog`` or ``CaptureLogger`` receive.
+
+Instead, while attached, every watched logger (``transformers``, its children, and
+``ContinuousBatchingLogger``) has its class swapped for a subclass that reports each call to a
+sink *before* the normal logic runs, and then behaves exactly as before: same levels, same
+handlers, same cache, same caller information. New watched loggers get the subclass through
+the logging manager's logger class. ``warnings.warn`` is wrapped the same way for warnings
+issued by transformers modules. Nothing is imported from transformers.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from .catalog import is_watched_logger, is_watched_module
+
+#: sink(logger_name, level, message, channel) with channel "log" or "warnings".
+Sink = Callable[[str, int, str, str], None]
+
+_sink: Sink | None = None
+_local = threading.local()
+
+
+def set_sink(sink: Sink | None) -> None:
+    """Route observations to ``sink``; ``None`` makes every guarded call a plain pass-through."""
+    global _sink
+    _sink = sink
+
+
+def _observe(name: str, level: int, msg: object, args: Any) -> None:
+    sink = _sink
+    if sink is None or getattr(_local, "busy", False):
+        return
+    try:
+        message = logging.LogRecord(name, level, "", 0, msg, args, None).getMessage()
+    except Exception:  # a broken format string is logging's problem to report, not ours
+        return
+    _emit(sink, name, level, message, "log")
+
+
+def _emit(sink: Sink, name: str, level: int, message: str, channel: str) -> None:
+    # The sink may log or warn itself; never observe that re-entrantly.
+    _local.busy = True
+    try:
+        sink(name, level, message, channel)
+    finally:
+        _local.busy = False
+
+
+def _bump(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Keep the caller's frame as the record's origin despite our extra frame."""
+    kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
+    return kwargs
+
+
+class GuardedLogger(logging.Logger):
+    """Mixin-style subclass: observe, then do exactly what the base class does."""
+
+    # Records that pass the level check: seen here, whatever filters or handlers do next.
+    def handle(self, record: logging.LogRecord) -> None:
+        sink = _sink
+        if sink is not None and not getattr(_local, "busy", False):
+            try:
+                message = record.getMessage()
+            except Exception:
+                message = None
+            if message is not None:
+                _emit(sink, record.name, record.levelno, message, "log")
+        super().handle(record)
+
+    # Records the level (verbosity), ``logging.disable`` or ``disabled`` stop: observed here,
+    # because logging never creates them.
+    def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self.isEnabledFor(logging.INFO):
+            super().info(msg, *args, **_bump(kwargs))
+        elif _sink is not None:
+            _observe(self.name, logging.INFO, msg, args)
+
+    def warning(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self.isEnabledFor(logging.WARNING):
+            super().warning(msg, *args, **_bump(kwargs))
+        elif _sink is not None:
+            _observe(self.name, logging.WARNING, msg, args)
+
+    def error(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self.isEnabledFor(logging.ERROR):
+            super().error(msg, *args, **_bump(kwargs))
+        elif _sink is not None:
+            _observe(self.name, logging.ERROR, msg, args)
+
+    def critical(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self.isEnabledFor(logging.CRITICAL):
+            super().critical(msg, *args, **_bump(kwargs))
+        elif _sink is not None:
+            _observe(self.name, logging.CRITICAL, msg, args)
+
+    fatal = critical
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if not isinstance(level, int) or self.isEnabledFor(level):
+            super().log(level, msg, *args, **_bump(kwargs))
+        elif _sink is not None:
+            _observe(self.name, level, msg, args)
+
+    # transformers' ``*_once`` helpers are process-wide lru_caches: a repeat never reaches
+    # ``warning``. Observe every call, then let the cached original decide what to print.
+    def warning_once(self, *args: Any, **kwargs: Any) -> None:
+        return self._once("warning_once", logging.WARNING, args, kwargs)
+
+    def info_once(self, *args: Any, **kwargs: Any) -> None:
+        return self._once("info_once", logging.INFO, args, kwargs)
+
+    def _once(self, method: str, level: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        original = getattr(logging.Logger, method)
+        if _sink is None or not args:
+            return original(self, *args, **kwargs)  # type: ignore[no-any-return]
+        _observe(self.name, level, args[0], args[1:])
+        already = getattr(_local, "busy", False)
+        _local.busy = True
+        try:
+            return original(self, *args, **kwargs)  # type: ignore[no-any-return]
+        finally:
+            _local.busy = already
+
+
+def _delegate_cache(method: str, attribute: str) -> Callable[[], Any]:
+    return lambda: getattr(getattr(logging.Logger, method), attribute)()
+
+
+# ``logger.warning_once.cache_clear()`` keeps working on a guarded logger.
+for _method in ("warning_once", "info_once"):
+    for _attribute in ("cache_clear", "cache_info"):
+        setattr(getattr(GuardedLogger, _method), _attribute, _delegate_cache(_method, _attribute))
+
+_guarded_classes: dict[type[logging.Logger], type[logging.Logger]] = {}
+
+
+def _guarded_class(base: type[logging.Logger]) -> type[logging.Logger]:
+    if issubclass(base, GuardedLogger):
+        return base
+    if base is logging.Logger:
+        return GuardedLogger
+    cls = _guarded_classes.get(base)
+    if cls is None:
+        cls = type(f"Guarded{base.__name__}", (GuardedLogger, base), {})
+        _guarded_classes[base] = cls
+    return cls
+
+
+class _LoggerFactory:
+    """Installed as ``logging.Logger.manager.loggerClass``: guards watched loggers at creation."""
+
+    def __init__(self, previous: Any) -> None:
+        self.previous = previous
+
+    def __call__(self, name: str) -> logging.Logger:
+        base = self.previous or logging.getLoggerClass()
+        logger: logging.Logger = base(name)
+        if is_watched_logger(name):
+            _patch_warn()  # transformers is being imported: its warnings matter from now on
+            _swap(logger)
+        return logger
+
+
+class _Attachment:
+    def __init__(self) -> None:
+        self.swapped: list[tuple[logging.Logger, type[logging.Logger]]] = []
+        self.factory: _LoggerFactory | None = None
+        self.original_warn: Callable[..., None] | None = None
+
+
+_attachment: _Attachment | None = None
+_attach_lock = threading.Lock()
+
+
+def _swap(logger: logging.Logger) -> None:
+    original = type(logger)
+    guarded = _guarded_class(original)
+    if guarded is not original:
+        logger.__class__ = guarded
+        assert _attachment is not None
+        _attachment.swapped.append((logger, original))
+
+
+def _guarded_warn(message: Any, category: Any = None, stacklevel: int = 1, source: Any = None, **kwargs: Any) -> None:
+    sink = _sink
+    assert _attachment is not None and _attachment.original_warn is not None
+    if sink is not None and not getattr(_local, "busy", False):
+        module = sys._getframe(1).f_globals.get("__name__", "")
+        if isinstance(module, str) and is_watched_module(module):
+            _emit(sink, module, logging.WARNING, str(message), "warnings")
+    _attachment.original_warn(message, category, stacklevel + 1, source, **kwargs)
+
+
+def attached() -> bool:
+    return _attachment is not None
+
+
+def attach() -> None:
+    """Guard existing and future watched loggers and transformers' warnings. Idempotent.
+
+    Until transformers is imported this only installs the logger factory, which costs one name
+    check when a new logger is created.
+    """
+    global _attachment
+    with _attach_lock:
+        if _attachment is not None:
+            return
+        _attachment = _Attachment()
+        manager = logging.Logger.manager
+        _attachment.factory = _LoggerFactory(manager.loggerClass)
+        manager.loggerClass = _attachment.factory  # type: ignore[assignment]
+        logging._acquireLock()  # type: ignore[attr-defined]
+        try:
+            existing = [obj for obj in manager.loggerDict.values() if isinstance(obj, logging.Logger)]
+        finally:
+            logging._releaseLock()  # type: ignore[attr-defined]
+        for logger in existing:
+            if is_watched_logger(logger.name):
+                _patch_warn()
+                _swap(logger)
+
+
+def _patch_warn() -> None:
+    # Only once transformers is loaded: a run that never imports it keeps the plain warnings.warn.
+    assert _attachment is not None
+    if _attachment.original_warn is None:
+        _attachment.original_warn = warnings.warn
+        warnings.warn = _guarded_warn  # type: ignore[assignment]
+
+
+def detach() -> None:
+    """Undo everything ``attach`` did: logger classes, the manager's logger class, ``warnings.warn``."""
+    global _attachment
+    with _attach_lock:
+        attachment = _attachment
+        if attachment is None:
+            return
+        set_sink(None)
+        manager = logging.Logger.manager
+        if manager.loggerClass is attachment.factory:
+            manager.loggerClass = attachment.factory.previous if attachment.factory else None
+        for logger, original in attachment.swapped:
+            logger.__class__ = original
+        if warnings.warn is _guarded_warn and attachment.original_warn is not None:  # type: ignore[comparison-overlap]
+            warnings.warn = attachment.original_warn  # type: ignore[assignment]
+        _attachment = None

@@ -1,0 +1,396 @@
+"""The catalog of transformers token-alignment messages (codes TG1xx).
+
+Data only plus a classifier: no transformers import, so the plugin can classify records
+without loading the library. Wording variants, channels and version ranges come from
+research over transformers 4.40 .. 5.24 (see README, "Codes").
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+Channel = Literal["log", "warnings", "raise"]
+
+#: The code given to token-related transformers records that no catalog entry describes.
+FALLBACK_CODE = "TG100"
+
+
+@dataclass(frozen=True)
+class Entry:
+    code: str
+    title: str
+    pattern: re.Pattern[str]
+    channel: Channel
+    first: str
+    last: str | None  # None: still present in the newest version examined
+    fix: str
+    #: Lowest level at which the record counts; INFO for messages transformers logs as info.
+    min_level: int = logging.WARNING
+
+    @property
+    def observed(self) -> bool:
+        """Raised messages already fail the test through the exception."""
+        return self.channel != "raise"
+
+
+def _entry(
+    code: str,
+    title: str,
+    pattern: str,
+    channel: Channel,
+    first: str,
+    last: str | None,
+    fix: str,
+    min_level: int = logging.WARNING,
+) -> Entry:
+    return Entry(code, title, re.compile(pattern, re.DOTALL), channel, first, last, fix, min_level)
+
+
+ENTRIES: tuple[Entry, ...] = (
+    _entry(
+        "TG101",
+        "Trainer rewrote special tokens to match the tokenizer",
+        r"The tokenizer has new PAD/BOS/EOS tokens that differ from the model config and generation config\. "
+        r"The model config and generation config were aligned accordingly, being updated with the tokenizer's "
+        r"values\. Updated tokens: (?P<updated>\{.*\})\.",
+        "log", "4.56.0", None,
+        "align the model config and generation config with the tokenizer before building the Trainer",
+    ),
+    _entry(
+        "TG110",
+        "pad_token_id defaulted to eos_token_id for generation",
+        r"Setting `pad_token_id` to `eos_token_id`:(?P<eos>.+?) for open-end generation\.",
+        "log", "4.40.0", "5.12.1",
+        "set model.generation_config.pad_token_id = tokenizer.pad_token_id (or pass a GenerationConfig with pad)",
+    ),
+    _entry(
+        "TG111",
+        "generate() called without attention mask and pad token id",
+        r"The attention mask and the pad token id were not set(?:, with a batched input)?\. As a consequence, you "
+        r"may observe unexpected behavior\. Please pass your input's `attention_mask` to obtain reliable results\.",
+        "log", "4.40.0", None,
+        "pass attention_mask=inputs['attention_mask'] to generate() and set generation_config.pad_token_id",
+    ),
+    _entry(
+        "TG112",
+        "attention mask cannot be inferred: pad equals eos",
+        r"The attention mask is not set(?: with a batched input,)? and cannot be inferred from input because pad "
+        r"token is same as eos token\.\s?As a consequence, you may observe unexpected behavior\. Please pass your "
+        r"input's `attention_mask` to obtain reliable results\.",
+        "log", "4.42.0", None,
+        "pass attention_mask to generate(); pad equals eos so it cannot be inferred",
+    ),
+    _entry(
+        "TG113",
+        "right padding with a decoder-only model",
+        r"A decoder-only architecture is being used, but right-padding was detected! For correct generation "
+        r"results, please set `padding_side='left'` when initializing the tokenizer\.",
+        "log", "4.40.0", None,
+        "set tokenizer.padding_side = 'left' before tokenizing prompts for generate()",
+    ),
+    _entry(
+        "TG114",
+        "eos_token_id is not a positive integer",
+        r"`eos_token_id` should consist of positive integers, but is (?P<eos>.+?)\. Your generation will not stop "
+        r"until the maximum length is reached\. Depending on other flags, it may even crash\.",
+        "log", "4.41.0", None,
+        "set generation_config.eos_token_id to the tokenizer's eos id(s), non-negative ints",
+    ),
+    _entry(
+        "TG115",
+        "eos_token_id is not a list of positive integers",
+        r"`eos_token_id` has to be a list of positive integers, but is (?P<eos>.+)",
+        "log", "4.40.0", "4.40.2",
+        "set generation_config.eos_token_id to non-negative int ids",
+    ),
+    _entry(
+        "TG120",
+        "negative pad_token_id in the generation config",
+        r"`pad_token_id` should be positive but got (?P<pad>-?\d+)\. This will cause errors when batch generating, "
+        r"if there is padding\. Please set `pa[sd]_token_id` explicitly (?:by|as) "
+        r"`model\.generation_config\.pad_token_id=PAD_TOKEN_ID` to avoid errors in generation",
+        "log", "4.41.0", None,
+        "set model.generation_config.pad_token_id = tokenizer.pad_token_id (a non-negative id)",
+        min_level=logging.INFO,
+    ),
+    _entry(
+        "TG121",
+        "generation config flags invalid: a special token id",
+        r"The following generation flags are not valid and may be ignored: \[(?P<flags>[^\]]*'(?:pad|bos|eos|"
+        r"forced_bos|forced_eos|decoder_start)_token_id'[^\]]*)\]\.",
+        "log", "4.52.1", None,
+        "fix the listed token ids in model.generation_config (non-negative ids inside the vocabulary)",
+    ),
+    _entry(
+        "TG122",
+        "generation config invalid on save",
+        r"(?:The (?:loaded )?generation config instance is invalid -- `(?:GenerationConfig)?\.validate\(\)` throws "
+        r"warnings and/or exceptions\.|GenerationConfig is invalid: \n)",
+        "raise", "4.40.0", None,
+        "fix the generation config fields listed in the error before save_pretrained",
+    ),
+    _entry(
+        "TG130",
+        "model config changed after the generation config was derived from it",
+        r"Your generation config was originally created from the model config, but the model config has changed "
+        r"since then\.",
+        "log", "4.40.0", "4.44.2",
+        "set token ids on model.generation_config too, not only on model.config",
+    ),
+    _entry(
+        "TG131",
+        "generation parameters stored in the model config",
+        r"Some (?:non-default )?generation parameters are set in the model config\. These should go into",
+        "warnings", "4.40.0", None,
+        "move forced_bos/forced_eos and other generation params to model.generation_config",
+    ),
+    _entry(
+        "TG132",
+        "generation attributes moved from model config on save",
+        r"Moving the following attributes in the config to the generation config: (?P<params>\{.*?\})\. You are "
+        r"seeing this warning because you've set generation parameters in the model config, as opposed to in the "
+        r"generation config\.",
+        "warnings", "4.45.0", "4.57.6",
+        "set those attributes on model.generation_config instead of model.config",
+    ),
+    _entry(
+        "TG133",
+        "generation controlled through the model config",
+        r"You have modified the pretrained model configuration to control generation",
+        "warnings", "4.40.0", None,
+        "modify model.generation_config (or pass generation_config=) instead of model.config",
+    ),
+    _entry(
+        "TG134",
+        "generation config token ids replaced by model defaults",
+        r"`generation_config` default values have been modified to match model-specific defaults: "
+        r"(?P<values>\{.*'(?:pad|bos|eos|decoder_start)_token_id'.*\})\. If this is not desired, please set these "
+        r"values explicitly\.",
+        "log", "4.50.0", "4.57.6",
+        "set bos/eos/pad explicitly in the GenerationConfig you pass to generate()",
+    ),
+    _entry(
+        "TG135",
+        "special token id outside the vocabulary",
+        r"Model config: (?P<name>\w+) must be `None` or an integer within the vocabulary \(between 0 and "
+        r"(?P<max>-?\d+)\), got (?P<value>-?\d+)\. This may result in unexpected behavior\.",
+        "log", "5.9.0", None,
+        "set the id to one inside [0, vocab_size) or None in model.config",
+    ),
+    _entry(
+        "TG136",
+        "forced_bos_token_id missing from the generation config",
+        r"Please make sure the generation config includes `forced_bos_token_id=(?P<bos>[^`]*)`\.",
+        "log", "5.0.0", None,
+        "set generation_config.forced_bos_token_id explicitly",
+    ),
+    _entry(
+        "TG140",
+        "embeddings resized without pad_to_multiple_of",
+        r"You are resizing the embedding layer without providing a `pad_to_multiple_of` parameter\. This means "
+        r"that the new embedding dimension will be (?P<n>\d+)\.",
+        "log", "4.40.0", None,
+        "pass pad_to_multiple_of=64 to resize_token_embeddings",
+        min_level=logging.INFO,
+    ),
+    _entry(
+        "TG141",
+        "new embedding rows initialised from the old mean",
+        r"The new (?:embeddings|lm_head weights) will be initialized from a multivariate normal distribution that "
+        r"has old embeddings' mean and covariance\.",
+        "log", "4.46.0", None,
+        "reuse an existing token as pad (tokenizer.pad_token = <unused special token>) instead of growing the vocab,"
+        " or train the new rows",
+    ),
+    _entry(
+        "TG142",
+        "special tokens added to the vocabulary",
+        r"Special tokens have been added in the vocabulary, make sure the associated word embeddings are fine-tuned "
+        r"or trained\.",
+        "log", "4.40.0", "4.57.6",
+        "make sure the embeddings of added special tokens are trained (modules_to_save=['embed_tokens', 'lm_head'])",
+        min_level=logging.INFO,
+    ),
+    _entry(
+        "TG143", "padding requested without a pad token",
+        r"Asking to pad but the tokenizer does not have a padding token\.",
+        "raise", "4.40.0", None, "set tokenizer.pad_token before padding",
+    ),
+    _entry(
+        "TG144", "collator padding without a pad token",
+        r"You are attempting to pad samples but the tokenizer you are using \((?P<cls>[^)]*)\) does not have a "
+        r"pad token\.",
+        "raise", "4.40.0", None, "set tokenizer.pad_token before collating",
+    ),
+    _entry(
+        "TG145", "pipeline batching without a pad token",
+        r"Pipeline with tokenizer without pad_token cannot do batching\.",
+        "raise", "4.40.0", None, "set pipe.tokenizer.pad_token_id",
+    ),
+    _entry(
+        "TG146",
+        "special token read while unset",
+        r"Using (?P<key>(?:bos|eos|pad|unk|sep|cls|mask)_token(?:_id)?|additional_special_tokens), but it is not set "
+        r"yet\.",
+        "log", "4.40.0", None,
+        "define the token on the tokenizer before reading it",
+    ),
+    _entry(
+        "TG147",
+        "possible padding without attention mask",
+        r"We strongly recommend passing in an `attention_mask` since your input_ids may be padded\.",
+        "log", "4.40.0", None,
+        "pass attention_mask to the model's forward",
+    ),
+    _entry(
+        "TG148", "add_bos/add_eos set while the token is None",
+        r"add_(?P<which>bos|eos)_token = True but (?P=which)_token = None",
+        "raise", "4.40.0", "5.2.0", "define the token or set add_*_token = False",
+    ),
+    _entry(
+        "TG149", "tokenizer special-token pattern needs an undefined token",
+        r"Cannot add special tokens following '(?P<pattern>\w+)' pattern because",
+        "raise", "5.2.0", None, "define the tokens the pattern needs",
+    ),
+    _entry(
+        "TG150",
+        "continuous batching without eos_token_id",
+        r"`eos_token_id` not set in GenerationConfig\. Setting to -1 \(disabled\)\.",
+        "log", "4.53.0", None,
+        "set generation_config.eos_token_id before generate_batch()",
+    ),
+    _entry(
+        "TG151",
+        "zero-shot pipeline tokenizer without pad",
+        r"Tokenizer was not supporting padding necessary for zero-shot, attempting to use `pad_token=eos_token`",
+        "log", "4.40.0", None,
+        "set tokenizer.pad_token before building the pipeline",
+    ),
+    _entry(
+        "TG152", "assistant model has a different tokenizer",
+        r"The assistant model has a different tokenizer than the main model\. You should pass the assistant "
+        r"tokenizer\.",
+        "raise", "4.48.0", None, "pass assistant_tokenizer",
+    ),
+    _entry(
+        "TG153", "seq2seq padding without pad_token_id",
+        r"Pad_token_id must be set in the configuration of the model, in order to pad tensors",
+        "raise", "4.40.0", None, "set model.config.pad_token_id",
+    ),
+    _entry(
+        "TG154", "generate() missing a required special token",
+        r"(?:`decoder_start_token_id` or `bos_token_id` has to be defined for encoder-decoder generation\.|"
+        r"`bos_token_id` has to be defined when no `input_ids` are provided\.|If `eos_token_id` is defined, make "
+        r"sure that `pad_token_id` is defined\.)",
+        "raise", "4.40.0", None, "define the token in the generation config",
+    ),
+    _entry(
+        "TG155",
+        "padding to max_length without a maximum length",
+        r"Asking to pad to max_length but no maximum length is provided and the model has no predefined maximum "
+        r"length\. Default to no padding\.",
+        "log", "4.40.0", "4.57.6",
+        "pass max_length= when padding='max_length'",
+    ),
+    _entry(
+        "TG156",
+        "left padding not accounted for in chunked attention",
+        r"we cannot correctly account for the left-padding when computing the chunked attention pattern",
+        "log", "4.56.0", "4.57.6",
+        "upgrade torch to >= 2.6 for left-padded chunked attention",
+    ),
+    _entry(
+        "TG157",
+        "eos_token_id passed to a decoding method",
+        r"`eos_token_id` is deprecated in this function and will be removed in v4\.41",
+        "log", "4.40.0", "4.40.2",
+        "set model.generation_config.eos_token_id instead",
+    ),
+)
+
+FALLBACK_TITLE = "other transformers warning about special tokens, attention mask or padding"
+FALLBACK_FIX = "read the message; align bos/eos/pad across model.config, generation_config and tokenizer"
+
+BY_CODE: dict[str, Entry] = {entry.code: entry for entry in ENTRIES}
+
+#: Every code a user may allow or expect.
+RUNTIME_CODES: frozenset[str] = frozenset({FALLBACK_CODE, *BY_CODE})
+
+_TOKEN_MENTION = re.compile(
+    r"\b(?:bos|eos|pad)(?:[ _]token(?:_id)?s?)?\b|special[ _]tokens?|attention[ _]mask|padding[ _]side",
+    re.IGNORECASE,
+)
+
+#: Cheap pre-filter: every catalog message mentions at least one of these words.
+_KEYWORDS = ("token", "pad", "attention", "generation", "embedding", "eos", "bos")
+
+#: Loggers whose records the guard watches. TG150 logs on a logger outside the transformers tree.
+WATCHED_ROOT = "transformers"
+WATCHED_EXTRA = frozenset({"ContinuousBatchingLogger"})
+
+
+def is_watched_logger(name: str) -> bool:
+    return name == WATCHED_ROOT or name.startswith(WATCHED_ROOT + ".") or name in WATCHED_EXTRA
+
+
+def is_watched_module(module: str) -> bool:
+    return module == WATCHED_ROOT or module.startswith(WATCHED_ROOT + ".")
+
+
+@dataclass(frozen=True)
+class Match:
+    code: str
+    title: str
+    fix: str
+    groups: dict[str, str]
+
+
+def classify(message: str, level: int) -> Match | None:
+    """Return the catalog match for a transformers message, or None when it is not token-related."""
+    lowered = message.lower()
+    if not any(word in lowered for word in _KEYWORDS):
+        return None
+    for entry in ENTRIES:
+        if entry.observed and level >= entry.min_level:
+            found = entry.pattern.search(message)
+            if found:
+                return Match(entry.code, entry.title, entry.fix, {k: v for k, v in found.groupdict().items() if v})
+    if level >= logging.WARNING and _TOKEN_MENTION.search(message):
+        return Match(FALLBACK_CODE, FALLBACK_TITLE, FALLBACK_FIX, {})
+    return None
+
+
+def parse_updated_tokens(text: str) -> dict[str, int | list[int] | None]:
+    """Parse the "Updated tokens: {...}" payload of TG101 (a Python dict repr)."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def trainer_fix_lines(updated: dict[str, int | list[int] | None]) -> list[str]:
+    """Lines to put before building the Trainer so that it has nothing left to align."""
+    lines: list[str] = []
+    for name, value in updated.items():
+        if value is None:
+            token = name.removesuffix("_id")
+            lines.append(
+                f"# the tokenizer defines no {token}: transformers < 5.18 writes None over model.config.{name}; "
+                f"set tokenizer.{token} or keep the config value and upgrade transformers"
+            )
+            continue
+        shown = value[0] if isinstance(value, list) and value else value
+        source = f"tokenizer.{name}"
+        lines.append(f"model.config.{name} = {source}  # {shown}")
+        if name == "eos_token_id":
+            lines.append(
+                f"model.generation_config.eos_token_id = [{source}, *other_stop_ids]  # keep {shown} in the list"
+            )
+        else:
+            lines.append(f"model.generation_config.{name} = {source}  # {shown}")
+    return lines

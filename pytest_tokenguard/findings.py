@@ -1,0 +1,153 @@
+"""Runtime findings of one test: classification, allow/expect bookkeeping, failure text."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .catalog import classify, parse_updated_tokens, trainer_fix_lines
+
+PHASES = ("setup", "call", "teardown")
+
+
+@dataclass
+class Finding:
+    code: str
+    title: str
+    message: str
+    logger: str
+    phase: str
+    channel: str
+    level: str
+    fix: str
+    count: int = 1
+    details: dict[str, Any] = field(default_factory=dict)
+    allowed_by: str | None = None
+    expected: bool = False
+
+    @property
+    def allowed(self) -> bool:
+        return self.allowed_by is not None
+
+    @property
+    def failing(self) -> bool:
+        return not self.allowed and not self.expected
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["allowed"] = self.allowed
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Finding:
+        fields = {k: v for k, v in data.items() if k != "allowed"}
+        return cls(**fields)
+
+    def fix_lines(self) -> list[str]:
+        if self.code == "TG101" and self.details.get("updated_tokens"):
+            return [self.fix + ":", *trainer_fix_lines(self.details["updated_tokens"])]
+        return [self.fix]
+
+
+class _ExpectScope:
+    def __init__(self, codes: frozenset[str]) -> None:
+        self.codes = codes
+        self.seen: set[str] = set()
+
+
+class TestRecorder:
+    """Collects the findings of one test from any thread, grouped by identical record."""
+
+    def __init__(self, allow: Mapping[str, str] | None = None) -> None:
+        #: code -> label of the allow entry that covers it in this test
+        self.allow = dict(allow or {})
+        self.phase = "setup"
+        self.findings: list[Finding] = []
+        self.matched_allows: set[str] = set()
+        self._index: dict[tuple[str, str, str, str, bool], Finding] = {}
+        self._scopes: list[_ExpectScope] = []
+        self._lock = threading.Lock()
+
+    def sink(self, logger: str, level: int, message: str, channel: str) -> None:
+        match = classify(message, level)
+        if match is None:
+            return
+        with self._lock:
+            expected = False
+            for scope in self._scopes:
+                if match.code in scope.codes:
+                    scope.seen.add(match.code)
+                    expected = True
+            key = (match.code, message, logger, self.phase, expected)
+            existing = self._index.get(key)
+            if existing is not None:
+                existing.count += 1
+                return
+            details: dict[str, Any] = dict(match.groups)
+            if match.code == "TG101" and "updated" in details:
+                details = {"updated_tokens": parse_updated_tokens(details.pop("updated"))}
+            allowed_by = self.allow.get(match.code)
+            if allowed_by is not None:
+                self.matched_allows.add(allowed_by)
+            finding = Finding(
+                code=match.code,
+                title=match.title,
+                message=message,
+                logger=logger,
+                phase=self.phase,
+                channel=channel,
+                level=logging.getLevelName(level),
+                fix=match.fix,
+                details=details,
+                allowed_by=allowed_by,
+                expected=expected,
+            )
+            self._index[key] = finding
+            self.findings.append(finding)
+
+    @contextmanager
+    def expecting(self, codes: Iterable[str]) -> Iterator[_ExpectScope]:
+        scope = _ExpectScope(frozenset(codes))
+        with self._lock:
+            self._scopes.append(scope)
+        try:
+            yield scope
+        finally:
+            with self._lock:
+                self._scopes.remove(scope)
+
+    def failing(self, phase: str | None = None) -> list[Finding]:
+        with self._lock:
+            return [f for f in self.findings if f.failing and (phase is None or f.phase == phase)]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.findings.clear()
+            self._index.clear()
+
+
+def format_findings(findings: list[Finding]) -> str:
+    """The failure text: one block per finding with code, message, where, how often and the fix."""
+    count = sum(f.count for f in findings)
+    lines = [f"tokenguard: {count} transformers token-alignment warning{'s' if count != 1 else ''}"]
+    for f in findings:
+        lines.append("")
+        lines.append(f"{f.code} {f.title}")
+        lines.append(f"  message: {f.message}")
+        lines.append(f"  logger:  {f.logger} ({f.channel}, {f.level})")
+        lines.append(f"  phase:   {f.phase}, seen {f.count} time{'s' if f.count != 1 else ''}")
+        if f.code == "TG101" and "updated_tokens" in f.details:
+            lines.append(f"  updated tokens: {f.details['updated_tokens']}")
+        fix = f.fix_lines()
+        lines.append(f"  fix:     {fix[0]}")
+        lines.extend(f"           {line}" for line in fix[1:])
+    lines.append("")
+    lines.append(
+        f'allow with @pytest.mark.tokenguard_allow("{findings[0].code}", reason="...") or assert with '
+        f'tokenguard.expect("{findings[0].code}")'
+    )
+    return "\n".join(lines)

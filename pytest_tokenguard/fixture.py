@@ -1,0 +1,64 @@
+"""The object behind the ``tokenguard`` fixture."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from .allowlist import AllowError, split_codes
+from .findings import Finding, TestRecorder, format_findings
+
+
+class TokenGuardFailure(AssertionError):
+    """Raised by ``tokenguard.assert_clean()``; the message lists the findings."""
+
+
+class TokenGuard:
+    """Inspect and assert the token-alignment warnings of the running test."""
+
+    def __init__(self, recorder: TestRecorder) -> None:
+        self._recorder = recorder
+
+    @property
+    def records(self) -> list[Finding]:
+        """Findings so far in this test (allowed and expected ones included, flagged)."""
+        return list(self._recorder.findings)
+
+    @property
+    def codes(self) -> list[str]:
+        return [f.code for f in self._recorder.findings]
+
+    @contextmanager
+    def expect(self, *codes: str) -> Iterator[None]:
+        """Expect each code inside the block; those findings do not fail the test.
+
+        Fails the test when a listed code was not emitted inside the block.
+        """
+        try:
+            wanted = split_codes(codes, "tokenguard.expect()")
+        except AllowError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        if not wanted:
+            raise pytest.UsageError('tokenguard.expect() needs at least one code, e.g. tokenguard.expect("TG101")')
+        with self._recorder.expecting(wanted) as scope:
+            yield
+        missing = [code for code in wanted if code not in scope.seen]
+        if missing:
+            emitted = sorted({f.code for f in self._recorder.findings}) or ["nothing"]
+            pytest.fail(
+                f"tokenguard.expect: {', '.join(missing)} not emitted inside the block "
+                f"(emitted in this test so far: {', '.join(emitted)})",
+                pytrace=False,
+            )
+
+    def assert_clean(self) -> None:
+        """Fail now if this test has findings that are neither allowed nor expected."""
+        failing = self._recorder.failing()
+        if failing:
+            raise TokenGuardFailure(format_findings(failing))
+
+    def clear(self) -> None:
+        """Forget the findings recorded so far in this test."""
+        self._recorder.clear()

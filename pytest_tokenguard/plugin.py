@@ -1,0 +1,214 @@
+"""pytest hooks of tokenguard. Logic lives in the modules next to this one."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from . import capture
+from .allowlist import MARKER, AllowError, allow_label, parse_marker, split_codes
+from .findings import TestRecorder, format_findings
+from .fixture import TokenGuard
+from .reporting import REPORT_ATTRIBUTE, SessionResults, TestResult, write_json_atomic
+
+
+class TokenguardStaleAllowWarning(pytest.PytestWarning):
+    """An allow entry that matched no finding in the whole run."""
+
+
+@dataclass
+class _State:
+    enabled: bool
+    global_allow: dict[str, str]
+    report_path: Path | None
+    results: SessionResults = field(default_factory=SessionResults)
+    any_guarded: bool = False
+
+
+@dataclass(frozen=True)
+class _Plan:
+    allow: dict[str, str]
+    declared: list[str]
+
+
+STATE = pytest.StashKey[_State]()
+PLAN = pytest.StashKey[_Plan]()
+RECORDER = pytest.StashKey[TestRecorder]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("tokenguard", "fail tests on transformers special-token warnings")
+    group.addoption(
+        "--tokenguard", action="store_true", default=None,
+        help="fail each test during which transformers warns about bos/eos/pad alignment (ini: tokenguard)",
+    )
+    group.addoption(
+        "--tokenguard-allow", action="append", default=[], metavar="CODE[,CODE]",
+        help="allow these codes in every test (ini: tokenguard_allow)",
+    )
+    group.addoption("--tokenguard-report", metavar="PATH", help="write the findings of every guarded test as JSON")
+    parser.addini("tokenguard", type="bool", default=False, help="enable tokenguard for every test")
+    parser.addini("tokenguard_allow", type="linelist", default=[], help="codes allowed in every test")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "tokenguard: guard this test (or class, module) without --tokenguard")
+    config.addinivalue_line(
+        "markers", f'{MARKER}(*codes, reason): allow these tokenguard codes here, e.g. {MARKER}("TG101", reason="...")'
+    )
+    flag = config.getoption("tokenguard")
+    enabled = bool(flag) if flag is not None else bool(config.getini("tokenguard"))
+    try:
+        codes = split_codes(config.getini("tokenguard_allow"), "ini tokenguard_allow")
+        codes += split_codes(config.getoption("tokenguard_allow"), "--tokenguard-allow")
+    except AllowError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    report = config.getoption("tokenguard_report")
+    state = _State(enabled, {code: allow_label("global", code) for code in codes}, Path(report) if report else None)
+    state.results.global_allows = sorted(state.global_allow.values())
+    config.stash[STATE] = state
+    config.pluginmanager.register(_SessionHooks(config), "tokenguard-session")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    state = config.stash[STATE]
+    for item in items:
+        allow = dict(state.global_allow)
+        declared: list[str] = []
+        for node, mark in item.iter_markers_with_node(MARKER):
+            try:
+                parsed = parse_marker(mark.args, mark.kwargs, node.nodeid or "the root conftest")
+            except AllowError as exc:
+                raise pytest.UsageError(str(exc)) from None
+            for code in parsed.codes:
+                label = allow_label(node.nodeid, code)
+                allow.setdefault(code, label)  # closest marker wins
+                if label not in declared:
+                    declared.append(label)
+        guarded = state.enabled or item.get_closest_marker("tokenguard") is not None
+        if guarded or "tokenguard" in getattr(item, "fixturenames", ()):
+            item.stash[PLAN] = _Plan(allow, declared)
+            state.any_guarded = True
+
+
+def _enter_phase(item: pytest.Item, phase: str) -> None:
+    plan = item.stash.get(PLAN, None)
+    if plan is None:
+        return
+    if phase == "setup":
+        capture.attach()
+        recorder = TestRecorder(plan.allow)
+        item.stash[RECORDER] = recorder
+        capture.set_sink(recorder.sink)
+    else:
+        item.stash[RECORDER].phase = phase
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    _enter_phase(item, "setup")
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    _enter_phase(item, "call")
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    _enter_phase(item, "teardown")
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    recorder = item.stash.get(RECORDER, None)
+    if recorder is None:
+        return report
+    failing = recorder.failing(call.when)
+    if failing:
+        text = format_findings(failing)
+        if report.passed:
+            report.outcome = "failed"
+            report.longrepr = text
+        else:  # the test's own failure stays the headline; the findings come with it
+            report.sections.append((f"tokenguard findings ({call.when})", text))
+    if call.when == "teardown":
+        capture.set_sink(None)
+        del item.stash[RECORDER]
+        plan = item.stash[PLAN]
+        result = TestResult(item.nodeid, (report.location[0], report.location[1]), list(recorder.findings),
+                            plan.declared, sorted(recorder.matched_allows))
+        setattr(report, REPORT_ATTRIBUTE, result.to_report_data())
+        for finding in recorder.findings:
+            flag = " (allowed)" if finding.allowed else " (expected)" if finding.expected else ""
+            report.user_properties.append(
+                (f"tokenguard:{finding.code}", f"{finding.phase} x{finding.count}{flag}: {finding.message}")
+            )
+    return report
+
+
+@pytest.fixture
+def tokenguard(request: pytest.FixtureRequest) -> TokenGuard:
+    """Findings of this test; ``expect(*codes)``, ``assert_clean()``, ``clear()``."""
+    recorder = request.node.stash.get(RECORDER, None)
+    if recorder is None:
+        raise pytest.UsageError("the tokenguard fixture is only available in function-scoped tests")
+    return TokenGuard(recorder)
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+class _SessionHooks:
+    """Hooks that need the config but get only a report: registered per config in pytest_configure."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.state = config.stash[STATE]
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        data = getattr(report, REPORT_ATTRIBUTE, None)
+        if report.when != "teardown" or data is None:
+            return
+        self.state.any_guarded = True
+        location = (report.location[0], report.location[1])
+        self.state.results.add(TestResult.from_report_data(report.nodeid, location, data))
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        state = self.state
+        if _is_worker(self.config):
+            return
+        if state.any_guarded or state.enabled:
+            for label in state.results.stale_allows():
+                warnings.warn(TokenguardStaleAllowWarning(f"tokenguard allow entry {label} matched nothing in this run"))
+        if state.report_path is not None:
+            write_json_atomic(state.report_path, state.results.to_json())
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        state = self.state
+        if not (state.any_guarded or state.enabled) or _is_worker(self.config):
+            return
+        terminalreporter.write_sep("=", "tokenguard")
+        for line in state.results.summary_lines():
+            terminalreporter.write_line(line)
+        if state.report_path is not None:
+            terminalreporter.write_line(f"tokenguard: JSON report written to {state.report_path}")
+        if os.environ.get("GITHUB_ACTIONS") == "true":
+            for line in state.results.github_lines():
+                terminalreporter.write_line(line)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if STATE in config.stash:
+        capture.detach()

@@ -1,0 +1,145 @@
+"""Session results: aggregated from test reports (so xdist workers merge), JSON, summary, CI lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .findings import Finding
+
+SCHEMA_VERSION = 1
+REPORT_ATTRIBUTE = "tokenguard"
+PACKAGES = ("transformers", "peft", "torch", "pytest", "pytest-tokenguard")
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions, read from metadata so nothing heavy is imported."""
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+@dataclass
+class TestResult:
+    nodeid: str
+    location: tuple[str, int | None]
+    findings: list[Finding] = field(default_factory=list)
+    declared_allows: list[str] = field(default_factory=list)
+    matched_allows: list[str] = field(default_factory=list)
+
+    @property
+    def failing(self) -> list[Finding]:
+        return [f for f in self.findings if f.failing]
+
+    def to_report_data(self) -> dict[str, Any]:
+        """Plain data carried on the teardown report (xdist serialises it)."""
+        return {
+            "findings": [f.to_dict() for f in self.findings],
+            "declared_allows": self.declared_allows,
+            "matched_allows": self.matched_allows,
+        }
+
+    @classmethod
+    def from_report_data(cls, nodeid: str, location: tuple[str, int | None], data: dict[str, Any]) -> TestResult:
+        return cls(
+            nodeid=nodeid,
+            location=location,
+            findings=[Finding.from_dict(f) for f in data.get("findings", [])],
+            declared_allows=list(data.get("declared_allows", [])),
+            matched_allows=list(data.get("matched_allows", [])),
+        )
+
+
+@dataclass
+class SessionResults:
+    global_allows: list[str] = field(default_factory=list)
+    tests: dict[str, TestResult] = field(default_factory=dict)
+
+    def add(self, result: TestResult) -> None:
+        self.tests[result.nodeid] = result
+
+    def code_counts(self) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for result in self.tests.values():
+            for finding in result.findings:
+                counts[finding.code] += finding.count
+        return counts
+
+    def failing_tests(self) -> list[TestResult]:
+        return [r for r in self.tests.values() if r.failing]
+
+    def stale_allows(self) -> list[str]:
+        declared = set(self.global_allows)
+        matched: set[str] = set()
+        for result in self.tests.values():
+            declared.update(result.declared_allows)
+            matched.update(result.matched_allows)
+        return sorted(declared - matched)
+
+    def summary_lines(self) -> list[str]:
+        counts = self.code_counts()
+        failing = self.failing_tests()
+        guarded = len(self.tests)
+        if not counts:
+            return [f"tokenguard: clean, {guarded} guarded test{'s' if guarded != 1 else ''}, no token-alignment warnings"]
+        allowed = sum(f.count for r in self.tests.values() for f in r.findings if f.allowed)
+        expected = sum(f.count for r in self.tests.values() for f in r.findings if f.expected)
+        per_code = ", ".join(f"{code} x{n}" for code, n in sorted(counts.items()))
+        lines = [
+            f"tokenguard: {sum(counts.values())} findings in {guarded} guarded tests ({per_code}); "
+            f"{allowed} allowed, {expected} expected, {len(failing)} failing test{'s' if len(failing) != 1 else ''}"
+        ]
+        for result in failing:
+            codes = ", ".join(sorted({f.code for f in result.failing}))
+            lines.append(f"FAILED {result.nodeid} ({codes})")
+        return lines
+
+    def github_lines(self) -> list[str]:
+        lines = []
+        for result in self.failing_tests():
+            path, lineno = result.location
+            line = (lineno or 0) + 1
+            for finding in result.failing:
+                text = f"{finding.code} {finding.title}: {finding.message}".replace("%", "%25")
+                text = text.replace("\r", "%0D").replace("\n", "%0A")
+                lines.append(f"::error file={path},line={line}::{text}")
+        return lines
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "versions": package_versions(),
+            "summary": {
+                "guarded_tests": len(self.tests),
+                "failing_tests": [r.nodeid for r in self.failing_tests()],
+                "codes": dict(sorted(self.code_counts().items())),
+                "stale_allows": self.stale_allows(),
+            },
+            "tests": {
+                nodeid: {"findings": [f.to_dict() for f in result.findings]}
+                for nodeid, result in sorted(self.tests.items())
+            },
+        }
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,189 @@
+"""Tiny offline models carrying the exact special-token layouts of real model families.
+
+Every model is built in code (no hub access): real architecture class, real config vocab size
+and special ids, a tokenizer with the exact special strings at their exact ids and the exact
+length, the family's generation config and chat template. Hidden size 16, one layer.
+transformers and torch are imported only when a model is built.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+_DATA = "_data/token_layouts.json"
+_SOURCE_TREE_DATA = Path(__file__).resolve().parent.parent / "fixtures" / "token_layouts.json"
+
+CHAT_TEMPLATES = {
+    "chatml": (
+        "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
+        "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    ),
+}
+
+_ARCHITECTURE_OPTIONS: dict[str, dict[str, Any]] = {
+    "Qwen3ForCausalLM": {"head_dim": 8},
+    "Qwen2ForCausalLM": {},
+    "LlamaForCausalLM": {"head_dim": 8},
+    "MistralForCausalLM": {"head_dim": 8},
+    "Gemma2ForCausalLM": {"head_dim": 8},
+    "Phi3ForCausalLM": {},
+    "GPT2LMHeadModel": {},
+}
+
+
+@functools.cache
+def layouts() -> dict[str, dict[str, Any]]:
+    """The layout data: the copy inside the wheel, or fixtures/ in a source checkout."""
+    packaged = resources.files("pytest_tokenguard").joinpath(_DATA)
+    if packaged.is_file():
+        text = packaged.read_text(encoding="utf-8")
+    else:
+        text = _SOURCE_TREE_DATA.read_text(encoding="utf-8")
+    data: dict[str, dict[str, Any]] = json.loads(text)
+    return data
+
+
+def layout(name: str) -> dict[str, Any]:
+    try:
+        return copy.deepcopy(layouts()[name])
+    except KeyError:
+        raise KeyError(f"unknown family {name!r}; known: {', '.join(sorted(layouts()))}") from None
+
+
+def _special_tokens(tok: dict[str, Any]) -> dict[int, str]:
+    specials: dict[int, str] = {}
+    for key in ("bos", "eos", "pad", "unk", "end_of_turn"):
+        value = tok.get(key)
+        if value:
+            text, token_id = value
+            if specials.get(token_id, text) != text:
+                raise ValueError(f"layout gives id {token_id} two strings: {specials[token_id]!r}, {text!r}")
+            specials[token_id] = text
+    return specials
+
+
+@functools.cache
+def _byte_alphabet() -> tuple[str, ...]:
+    from tokenizers import pre_tokenizers
+
+    return tuple(sorted(pre_tokenizers.ByteLevel.alphabet()))
+
+
+def build_tokenizer(tok: dict[str, Any]) -> Any:
+    """A byte-level BPE tokenizer (no merges) of exactly ``tok['length']`` tokens."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    length = int(tok["length"])
+    specials = _special_tokens(tok)
+    alphabet = iter(_byte_alphabet())
+    vocab: dict[str, int] = {}
+    for token_id in range(length):
+        text = specials.get(token_id)
+        if text is None:
+            text = next(alphabet, None) or f"<|tg_filler_{token_id}|>"
+        vocab[text] = token_id
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.add_special_tokens([AddedToken(text, special=True, normalized=False) for text in specials.values()])
+
+    def text_of(key: str) -> str | None:
+        value = tok.get(key)
+        return value[0] if value else None
+
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=text_of("bos"),
+        eos_token=text_of("eos"),
+        pad_token=text_of("pad"),
+        unk_token=text_of("unk"),
+        padding_side="left",
+    )
+    template = CHAT_TEMPLATES.get(tok.get("chat_template") or "")
+    if template is not None:
+        tokenizer.chat_template = template
+    return tokenizer
+
+
+def build_model(data: dict[str, Any], *, seed: int = 0) -> Any:
+    import torch
+    import transformers
+
+    cfg = data["model_config"]
+    architecture = data["architecture"]
+    model_class = getattr(transformers, architecture)
+    config_class = model_class.config_class
+    options: dict[str, Any] = {
+        "vocab_size": cfg["vocab_size"],
+        "bos_token_id": cfg["bos_token_id"],
+        "eos_token_id": cfg["eos_token_id"],
+        "pad_token_id": cfg["pad_token_id"],
+        "tie_word_embeddings": cfg["tie_word_embeddings"],
+    }
+    if architecture == "GPT2LMHeadModel":
+        options.update(n_embd=16, n_layer=1, n_head=2, n_positions=128)
+    else:
+        options.update(
+            hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+            num_key_value_heads=1, max_position_embeddings=128, **_ARCHITECTURE_OPTIONS.get(architecture, {}),
+        )
+    config = config_class(**options)
+    torch.manual_seed(seed)
+    model = model_class(config)
+    model.generation_config = transformers.GenerationConfig(**data["generation_config"])
+    return model
+
+
+def build(name: str, *, seed: int = 0) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` for a family of the layout data, built offline."""
+    data = layout(name)
+    return build_model(data, seed=seed), build_tokenizer(data["tokenizer"])
+
+
+CHAT_LINES = (
+    ("Who are you?", "I am Moses, who led my people out of Egypt."),
+    ("What did you carry down the mountain?", "Two tablets of stone with ten commandments."),
+    ("Where did you wander?", "Forty years in the desert of Sinai."),
+    ("How did the sea part?", "The waters stood aside so we could cross on dry land."),
+)
+
+
+def chat_texts(tokenizer: Any, lines: tuple[tuple[str, str], ...] = CHAT_LINES) -> list[str]:
+    """Training texts through the tokenizer's chat template (plain text when it has none)."""
+    texts = []
+    for question, answer in lines:
+        if getattr(tokenizer, "chat_template", None):
+            messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+            texts.append(tokenizer.apply_chat_template(messages, tokenize=False))
+        else:
+            texts.append(f"{question} {answer}{tokenizer.eos_token or ''}")
+    return texts
+
+
+def lora_train(model: Any, tokenizer: Any, output_dir: str | Path, *, steps: int = 2, lora: bool = True) -> Any:
+    """Trainer (+ peft LoRA) for ``steps`` steps on CPU over a few chat lines; returns the trained model."""
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"],
+                                                 lora_dropout=0.0, task_type="CAUSAL_LM"))
+    encoded = [dict(tokenizer(text, truncation=True, max_length=48)) for text in chat_texts(tokenizer)]
+    args = TrainingArguments(
+        output_dir=str(output_dir), max_steps=steps, per_device_train_batch_size=2, learning_rate=1e-3,
+        logging_steps=steps, save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    trainer = Trainer(
+        model=model, args=args, train_dataset=encoded, processing_class=tokenizer,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+    )
+    trainer.train()
+    return model
