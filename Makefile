@@ -1,0 +1,34 @@
+# Both entry points build .venv from nothing: torch (CPU wheel) first, then the package.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+TORCH  ?= torch==2.13.0
+DEPS_STAMP := $(VENV)/.deps-installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv install bench clean
+
+$(DEPS_STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -c constraints.txt $(TORCH) ".[test]"
+	touch $@
+
+venv: $(DEPS_STAMP)
+
+# Reinstall the package itself (not editable) so tests run against what the wheel ships.
+install: venv
+	$(BIN)/python -m pip install -q --no-deps --force-reinstall .
+
+demo: install
+	$(BIN)/python demo/run_demo.py
+
+test: install
+	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python benchmarks/guard_overhead.py
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache

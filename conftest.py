@@ -1,0 +1,3 @@
+"""Project-wide test configuration: pytester drives the plugin in-process."""
+
+pytest_plugins = ("pytester",)

@@ -1,0 +1,145 @@
+"""Every wording transformers 4.40 .. 5.24 used classifies to its code, and nothing else does."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import pytest
+
+from pytest_tokenguard.catalog import BY_CODE, RUNTIME_CODES, classify, parse_updated_tokens, trainer_fix_lines
+
+W = logging.WARNING
+MASK = "Please pass your input's `attention_mask` to obtain reliable results."
+
+# (code, level, message): each variant listed in the research catalog, typos included.
+SAMPLES = [
+    ("TG101", W, "The tokenizer has new PAD/BOS/EOS tokens that differ from the model config and generation config. "
+     "The model config and generation config were aligned accordingly, being updated with the tokenizer's values. "
+     "Updated tokens: {'eos_token_id': 151645, 'bos_token_id': None, 'pad_token_id': 151643}."),
+    ("TG110", W, "Setting `pad_token_id` to `eos_token_id`:151645 for open-end generation."),
+    ("TG110", W, "Setting `pad_token_id` to `eos_token_id`:None for open-end generation."),
+    ("TG111", W, f"The attention mask and the pad token id were not set. As a consequence, you may observe unexpected "
+     f"behavior. {MASK}"),
+    ("TG111", W, f"The attention mask and the pad token id were not set, with a batched input. As a consequence, you "
+     f"may observe unexpected behavior. {MASK}"),
+    ("TG112", W, "The attention mask is not set and cannot be inferred from input because pad token is same as eos "
+     f"token.As a consequence, you may observe unexpected behavior. {MASK}"),
+    ("TG112", W, "The attention mask is not set and cannot be inferred from input because pad token is same as eos "
+     f"token. As a consequence, you may observe unexpected behavior. {MASK}"),
+    ("TG112", W, "The attention mask is not set with a batched input, and cannot be inferred from input because pad "
+     f"token is same as eos token. As a consequence, you may observe unexpected behavior. {MASK}"),
+    ("TG113", W, "A decoder-only architecture is being used, but right-padding was detected! For correct generation "
+     "results, please set `padding_side='left'` when initializing the tokenizer."),
+    ("TG114", W, "`eos_token_id` should consist of positive integers, but is tensor([-1], device='cuda:0'). Your "
+     "generation will not stop until the maximum length is reached. Depending on other flags, it may even crash."),
+    ("TG115", W, "`eos_token_id` has to be a list of positive integers, but is [-1]"),
+    ("TG120", W, "`pad_token_id` should be positive but got -1. This will cause errors when batch generating, if "
+     "there is padding. Please set `pas_token_id` explicitly by `model.generation_config.pad_token_id=PAD_TOKEN_ID` "
+     "to avoid errors in generation, and ensure your `input_ids` input does not have negative values."),
+    ("TG120", logging.INFO, "GenerationConfig is valid but: \n- `pad_token_id`: `pad_token_id` should be positive but "
+     "got -1. This will cause errors when batch generating, if there is padding. Please set `pad_token_id` explicitly "
+     "as `model.generation_config.pad_token_id=PAD_TOKEN_ID` to avoid errors in generation"),
+    ("TG121", W, "The following generation flags are not valid and may be ignored: ['pad_token_id']. Set "
+     "`TRANSFORMERS_VERBOSITY=info` for more details."),
+    ("TG121", W, "The following generation flags are not valid and may be ignored: ['temperature', 'pad_token_id']."),
+    ("TG130", W, "Your generation config was originally created from the model config, but the model config has "
+     "changed since then. Unless you pass the `generation_config` argument ..."),
+    ("TG131", W, "Some non-default generation parameters are set in the model config. These should go into a "
+     "GenerationConfig file instead.\nNon-default generation parameters: {'forced_eos_token_id': 2}"),
+    ("TG132", W, "Moving the following attributes in the config to the generation config: {'forced_eos_token_id': 2}. "
+     "You are seeing this warning because you've set generation parameters in the model config, as opposed to in "
+     "the generation config."),
+    ("TG133", W, "You have modified the pretrained model configuration to control generation. This is a deprecated "
+     "strategy to control generation and will be removed in v5."),
+    ("TG134", W, "`generation_config` default values have been modified to match model-specific defaults: "
+     "{'pad_token_id': 151643, 'bos_token_id': 151643}. If this is not desired, please set these values explicitly."),
+    ("TG135", W, "Model config: pad_token_id must be `None` or an integer within the vocabulary (between 0 and "
+     "151935), got -1. This may result in unexpected behavior."),
+    ("TG136", W, "Please make sure the generation config includes `forced_bos_token_id=0`. "),
+    ("TG140", logging.INFO, "You are resizing the embedding layer without providing a `pad_to_multiple_of` "
+     "parameter. This means that the new embedding dimension will be 151670. This might induce ..."),
+    ("TG141", W, "The new embeddings will be initialized from a multivariate normal distribution that has old "
+     "embeddings' mean and covariance. As described in this article: ..."),
+    ("TG141", W, "The new lm_head weights will be initialized from a multivariate normal distribution that has old "
+     "embeddings' mean and covariance. As described in this article: ..."),
+    ("TG142", logging.INFO, "Special tokens have been added in the vocabulary, make sure the associated word "
+     "embeddings are fine-tuned or trained."),
+    ("TG146", logging.ERROR, "Using pad_token, but it is not set yet."),
+    ("TG147", W, "We strongly recommend passing in an `attention_mask` since your input_ids may be padded. See "
+     "https://huggingface.co/docs/transformers/troubleshooting#incorrect-output-when-padding-tokens-arent-masked."),
+    ("TG150", W, "`eos_token_id` not set in GenerationConfig. Setting to -1 (disabled)."),
+    ("TG151", logging.ERROR, "Tokenizer was not supporting padding necessary for zero-shot, attempting to use "
+     "`pad_token=eos_token`"),
+    ("TG155", W, "Asking to pad to max_length but no maximum length is provided and the model has no predefined "
+     "maximum length. Default to no padding."),
+    ("TG156", W, "Due to limitations of your current torch version, we cannot correctly account for the left-padding "
+     "when computing the chunked attention pattern. This will lead to a wrong attention mask"),
+    ("TG157", W, "`eos_token_id` is deprecated in this function and will be removed in v4.41, use "
+     "`stopping_criteria=StoppingCriteriaList([EosTokenCriteria(eos_token_id=eos_token_id)])` instead."),
+    # Unknown future wording that still talks about special tokens: the fallback.
+    ("TG100", W, "The eos_token_id of your adapter differs from the base model."),
+    ("TG100", W, "Your tokenizer's padding_side is right; batched generation may be wrong."),
+]
+
+
+@pytest.mark.parametrize(("code", "level", "message"), SAMPLES, ids=[f"{c}-{i}" for i, (c, _, _) in enumerate(SAMPLES)])
+def test_each_wording_classifies_to_its_code(code: str, level: int, message: str) -> None:
+    match = classify(message, level)
+    assert match is not None
+    assert match.code == code
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Some weights of the model checkpoint at x were not used when initializing Qwen3ForCausalLM",
+        "The following generation flags are not valid and may be ignored: ['temperature']. Set "
+        "`TRANSFORMERS_VERBOSITY=info` for more details.",
+        "`is_gradient_checkpointing` is deprecated and will be removed in v6.",
+        "Tokenizing the dataset took 3s",
+        "padding_to_multiple_of is deprecated",
+    ],
+)
+def test_unrelated_warnings_are_ignored(message: str) -> None:
+    assert classify(message, logging.WARNING) is None
+
+
+def test_info_records_only_count_for_info_level_entries() -> None:
+    # TG100 needs WARNING; an INFO config dump that mentions pad_token_id is not a finding.
+    assert classify('Model config Qwen3Config {"pad_token_id": null}', logging.INFO) is None
+    assert classify("Setting `pad_token_id` to `eos_token_id`:2 for open-end generation.", logging.INFO) is None
+
+
+def test_raised_messages_are_not_observed() -> None:
+    message = "Asking to pad but the tokenizer does not have a padding token. Please select a token"
+    match = classify(message, logging.ERROR)
+    assert match is None or match.code == "TG100"
+    assert BY_CODE["TG143"].observed is False
+
+
+def test_codes_cover_the_issue_ranges() -> None:
+    wanted = {"TG100", "TG101", *(f"TG11{i}" for i in range(6)), "TG120", "TG121", "TG122",
+              *(f"TG13{i}" for i in range(6)), *(f"TG14{i}" for i in range(10)), "TG150"}
+    assert wanted <= RUNTIME_CODES
+
+
+def test_updated_tokens_parse_and_fix_lines() -> None:
+    updated = parse_updated_tokens("{'eos_token_id': 151645, 'bos_token_id': None, 'pad_token_id': 151643}")
+    assert updated == {"eos_token_id": 151645, "bos_token_id": None, "pad_token_id": 151643}
+    lines = trainer_fix_lines(updated)
+    assert "model.config.pad_token_id = tokenizer.pad_token_id  # 151643" in lines
+    assert "model.generation_config.pad_token_id = tokenizer.pad_token_id  # 151643" in lines
+    assert any("tokenizer defines no bos_token" in line for line in lines)
+    assert parse_updated_tokens("{not python") == {}
+
+
+def test_catalog_imports_no_transformers() -> None:
+    code = (
+        "import sys, pytest_tokenguard, pytest_tokenguard.catalog, pytest_tokenguard.plugin;"
+        "heavy = [m for m in ('transformers', 'torch', 'peft') if m in sys.modules];"
+        "print(heavy); sys.exit(1 if heavy else 0)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
