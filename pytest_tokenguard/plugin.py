@@ -109,22 +109,21 @@ def _enter_phase(item: pytest.Item, phase: str) -> None:
         item.stash[RECORDER].phase = phase
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+# Plain tryfirst impls (not wrappers): they run before the runner sets up fixtures or calls the
+# test, which is all that is needed, and cost less per test than generator wrappers.
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
     _enter_phase(item, "setup")
-    return (yield)
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
     _enter_phase(item, "call")
-    return (yield)
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
     _enter_phase(item, "teardown")
-    return (yield)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -133,7 +132,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     recorder = item.stash.get(RECORDER, None)
     if recorder is None:
         return report
-    failing = recorder.failing(call.when)
+    failing = recorder.failing(call.when) if recorder.findings else []
     if failing:
         text = format_findings(failing)
         if report.passed:
