@@ -130,6 +130,19 @@ class TestRecorder:
             self._index.clear()
 
 
+def headline(findings: list[Finding]) -> str:
+    """One line for the short test summary, e.g. ``tokenguard: TG101 Trainer rewrote ... (pad_token_id 151643)``."""
+    first = findings[0]
+    text = f"tokenguard: {first.code} {first.title}"
+    updated = first.details.get("updated_tokens") if first.code == "TG101" else None
+    if updated:
+        text += " (" + ", ".join(f"{name} {value}" for name, value in updated.items()) + ")"
+    others = sorted({f.code for f in findings[1:]} - {first.code})
+    if others:
+        text += f"; also {', '.join(others)}"
+    return text
+
+
 def format_findings(findings: list[Finding]) -> str:
     """The failure text: one block per finding with code, message, where, how often and the fix."""
     count = sum(f.count for f in findings)

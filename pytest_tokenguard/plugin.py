@@ -9,16 +9,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from _pytest._code.code import TerminalRepr
+from _pytest._io import TerminalWriter
 
 from . import capture
 from .allowlist import MARKER, AllowError, allow_label, parse_marker, split_codes
-from .findings import TestRecorder, format_findings
+from .findings import TestRecorder, format_findings, headline
 from .fixture import TokenGuard
 from .reporting import REPORT_ATTRIBUTE, SessionResults, TestResult, write_json_atomic
 
 
 class TokenguardStaleAllowWarning(pytest.PytestWarning):
     """An allow entry that matched no finding in the whole run."""
+
+
+@dataclass(frozen=True)
+class _Crash:
+    message: str
+
+
+class FindingsRepr(TerminalRepr):
+    """The failure text, with a one-line ``reprcrash.message`` for the short summary and JUnit."""
+
+    def __init__(self, text: str, headline: str) -> None:
+        self.text = text
+        self.reprcrash = _Crash(headline)
+
+    def toterminal(self, out: TerminalWriter) -> None:
+        for line in self.text.splitlines():
+            out.line(line)
 
 
 @dataclass
@@ -137,7 +156,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         text = format_findings(failing)
         if report.passed:
             report.outcome = "failed"
-            report.longrepr = text
+            report.longrepr = FindingsRepr(text, headline(failing))
         else:  # the test's own failure stays the headline; the findings come with it
             report.sections.append((f"tokenguard findings ({call.when})", text))
     if call.when == "teardown":

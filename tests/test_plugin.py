@@ -294,7 +294,8 @@ def test_caught_again_under_verbosity_error_and_warning_once(emitting: pytest.Py
     result = emitting.runpytest("--tokenguard")
     result.assert_outcomes(failed=3)
     result.stdout.fnmatch_lines(["*(TG112 x3, TG113 x1)*3 failing tests*"])
-    assert result.stdout.str().count("TG112 attention mask cannot be inferred") == 3
+    blocks = [line for line in result.stdout.lines if line == "TG112 attention mask cannot be inferred: pad equals eos"]
+    assert len(blocks) == 3
 
 
 def test_warnings_channel_and_thread(emitting: pytest.Pytester) -> None:
@@ -506,3 +507,13 @@ def test_no_transformers_or_torch_import(pytester: pytest.Pytester, args: tuple[
     result = pytester.runpytest_subprocess(*args)
     result.assert_outcomes(passed=1)
     assert (pytester.path / "heavy.txt").read_text() == ""
+
+
+def test_short_summary_is_one_headline(emitting: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")  # pytest prints the full short-summary message on CI
+    emitting.makepyfile("from tg_emit import emit, TG113\ndef test_generate():\n    emit()\n    emit(TG113)\n")
+    result = emitting.runpytest("--tokenguard", "-rf")
+    result.stdout.fnmatch_lines(
+        ["FAILED test_short_summary_is_one_headline.py::test_generate - tokenguard: TG110 pad_token_id defaulted "
+         "to eos_token_id for generation; also TG113"]
+    )
