@@ -219,7 +219,7 @@ def attach() -> None:
         _attachment = _Attachment()
         manager = logging.Logger.manager
         _attachment.factory = _LoggerFactory(manager.loggerClass)
-        manager.loggerClass = _attachment.factory  # type: ignore[assignment]
+        manager.loggerClass = _attachment.factory  # type: ignore[assignment]  # a factory stands in for a class
         logging._acquireLock()  # type: ignore[attr-defined]
         try:
             existing = [obj for obj in manager.loggerDict.values() if isinstance(obj, logging.Logger)]
@@ -236,7 +236,7 @@ def _patch_warn() -> None:
     assert _attachment is not None
     if _attachment.original_warn is None:
         _attachment.original_warn = warnings.warn
-        warnings.warn = _guarded_warn  # type: ignore[assignment]
+        warnings.warn = _guarded_warn
 
 
 def detach() -> None:
@@ -248,10 +248,10 @@ def detach() -> None:
             return
         set_sink(None)
         manager = logging.Logger.manager
-        if manager.loggerClass is attachment.factory:
+        if manager.loggerClass is attachment.factory:  # type: ignore[comparison-overlap]
             manager.loggerClass = attachment.factory.previous if attachment.factory else None
         for logger, original in attachment.swapped:
             logger.__class__ = original
-        if warnings.warn is _guarded_warn and attachment.original_warn is not None:  # type: ignore[comparison-overlap]
-            warnings.warn = attachment.original_warn  # type: ignore[assignment]
+        if attachment.original_warn is not None and warnings.warn is _guarded_warn:
+            warnings.warn = attachment.original_warn
         _attachment = None

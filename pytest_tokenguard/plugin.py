@@ -146,7 +146,9 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     recorder = item.stash.get(RECORDER, None)
     if recorder is None:
@@ -209,7 +211,10 @@ class _SessionHooks:
             return
         if state.any_guarded or state.enabled:
             for label in state.results.stale_allows():
-                warnings.warn(TokenguardStaleAllowWarning(f"tokenguard allow entry {label} matched nothing in this run"))
+                warnings.warn(
+                    TokenguardStaleAllowWarning(f"tokenguard allow entry {label} matched nothing in this run"),
+                    stacklevel=1,
+                )
         if state.report_path is not None:
             write_json_atomic(state.report_path, state.results.to_json())
 

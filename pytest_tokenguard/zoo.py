@@ -97,7 +97,7 @@ def build_tokenizer(tok: dict[str, Any]) -> Any:
         value = tok.get(key)
         return value[0] if value else None
 
-    tokenizer = PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=backend,
         bos_token=text_of("bos"),
         eos_token=text_of("eos"),
@@ -136,7 +136,7 @@ def build_model(data: dict[str, Any], *, seed: int = 0) -> Any:
     config = config_class(**options)
     torch.manual_seed(seed)
     model = model_class(config)
-    model.generation_config = transformers.GenerationConfig(**data["generation_config"])
+    model.generation_config = transformers.GenerationConfig(**data["generation_config"])  # type: ignore[no-untyped-call]
     return model
 
 

@@ -186,7 +186,7 @@ def test_python_warnings_from_transformers_modules(seen: list[tuple[str, int, st
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         namespace["emit"]()  # type: ignore[operator]
-        warnings.warn("pad token from user code", UserWarning)
+        warnings.warn("pad token from user code", UserWarning, stacklevel=1)
     assert [m for (_, _, m, c) in seen if c == "warnings"] == ["`pad_token_id` should be positive but got -1."]
     # attribution of the warning itself is unchanged: the emitting line, not our wrapper
     assert caught[0].filename == "<string>" and caught[1].filename == __file__

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("transformers")
 # pytester's in-process runs drop modules first imported inside them; re-importing torch-backed
 # modules in one process crashes, so everything the generated tests import is imported here first.
-import transformers.testing_utils  # noqa: E402,F401
+import transformers.testing_utils  # noqa: F401
 
 pytest_plugins = ("pytester",)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("peft")
-transformers = pytest.importorskip("transformers")
+transformers_module = pytest.importorskip("transformers")
 # Imported here so pytester's in-process runs find them loaded (re-importing torch modules crashes).
 import peft  # noqa: E402,F401
 import transformers.trainer  # noqa: E402,F401
@@ -13,7 +13,7 @@ from packaging.version import Version  # noqa: E402
 
 from pytest_tokenguard import zoo  # noqa: E402
 
-TF = Version(transformers.__version__)
+TF = Version(transformers_module.__version__)
 ALIGNS = TF >= Version("4.56")  # the Trainer aligns special tokens from 4.56 on
 KEEPS_NONE = TF >= Version("5.18")  # from 5.18 it no longer writes the tokenizer's None over config ids
 
