@@ -63,6 +63,19 @@ def _bump(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+def _level_method(level: int, name: str) -> Callable[..., None]:
+    """``Logger.info``/``warning``/...: delegate along the MRO when enabled, else only observe."""
+
+    def method(self: logging.Logger, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self.isEnabledFor(level):
+            getattr(super(GuardedLogger, self), name)(msg, *args, **_bump(kwargs))
+        elif _sink is not None:
+            _observe(self.name, level, msg, args)
+
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
 class GuardedLogger(logging.Logger):
     """Mixin-style subclass: observe, then do exactly what the base class does."""
 
@@ -80,30 +93,10 @@ class GuardedLogger(logging.Logger):
 
     # Records the level (verbosity), ``logging.disable`` or ``disabled`` stop: observed here,
     # because logging never creates them.
-    def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
-        if self.isEnabledFor(logging.INFO):
-            super().info(msg, *args, **_bump(kwargs))
-        elif _sink is not None:
-            _observe(self.name, logging.INFO, msg, args)
-
-    def warning(self, msg: object, *args: Any, **kwargs: Any) -> None:
-        if self.isEnabledFor(logging.WARNING):
-            super().warning(msg, *args, **_bump(kwargs))
-        elif _sink is not None:
-            _observe(self.name, logging.WARNING, msg, args)
-
-    def error(self, msg: object, *args: Any, **kwargs: Any) -> None:
-        if self.isEnabledFor(logging.ERROR):
-            super().error(msg, *args, **_bump(kwargs))
-        elif _sink is not None:
-            _observe(self.name, logging.ERROR, msg, args)
-
-    def critical(self, msg: object, *args: Any, **kwargs: Any) -> None:
-        if self.isEnabledFor(logging.CRITICAL):
-            super().critical(msg, *args, **_bump(kwargs))
-        elif _sink is not None:
-            _observe(self.name, logging.CRITICAL, msg, args)
-
+    info = _level_method(logging.INFO, "info")
+    warning = _level_method(logging.WARNING, "warning")
+    error = _level_method(logging.ERROR, "error")
+    critical = _level_method(logging.CRITICAL, "critical")
     fatal = critical
 
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
