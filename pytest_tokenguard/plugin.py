@@ -119,13 +119,13 @@ def _enter_phase(item: pytest.Item, phase: str) -> None:
     plan = item.stash.get(PLAN, None)
     if plan is None:
         return
-    if phase == "setup":
+    recorder = item.stash.get(RECORDER, None)
+    if recorder is None:  # setup, or a later phase whose setup hook never ran
         capture.attach()
         recorder = TestRecorder(plan.allow)
         item.stash[RECORDER] = recorder
         capture.set_sink(recorder.sink)
-    else:
-        item.stash[RECORDER].phase = phase
+    recorder.phase = phase
 
 
 # Plain tryfirst impls (not wrappers): they run before the runner sets up fixtures or calls the

@@ -143,3 +143,24 @@ def test_catalog_imports_no_transformers() -> None:
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(st.sampled_from([s for s in SAMPLES if s[0] != "TG100"]), st.text(max_size=40), st.text(max_size=40))
+def test_catalog_messages_are_found_inside_longer_records(sample: tuple[str, int, str], before: str, after: str) -> None:
+    # transformers appends hints or prefixes lines ("- `pad_token_id`: ..."); the code must not change.
+    code, level, message = sample
+    match = classify(f"{before}\n{message}\n{after}", level)
+    assert match is not None and match.code == code
+
+
+@given(st.text(max_size=300), st.sampled_from([logging.INFO, logging.WARNING, logging.ERROR]))
+def test_classify_never_raises_and_fallback_needs_a_token_word(text: str, level: int) -> None:
+    match = classify(text, level)
+    if match is not None and match.code == "TG100":
+        assert level >= logging.WARNING
+        assert any(word in text.lower() for word in ("bos", "eos", "pad", "special", "attention", "padding"))
