@@ -97,7 +97,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     state = config.stash[STATE]
     for item in items:
-        allow = dict(state.global_allow)
+        allow: dict[str, str] = {}
         declared: list[str] = []
         for node, mark in item.iter_markers_with_node(MARKER):
             try:
@@ -109,6 +109,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 allow.setdefault(code, label)  # closest marker wins
                 if label not in declared:
                     declared.append(label)
+        for code, label in state.global_allow.items():
+            allow.setdefault(code, label)  # a marker is closer than the global list
         guarded = state.enabled or item.get_closest_marker("tokenguard") is not None
         if guarded or "tokenguard" in getattr(item, "fixturenames", ()):
             item.stash[PLAN] = _Plan(allow, declared)

@@ -517,3 +517,20 @@ def test_short_summary_is_one_headline(emitting: pytest.Pytester, monkeypatch: p
         ["FAILED test_short_summary_is_one_headline.py::test_generate - tokenguard: TG110 pad_token_id defaulted "
          "to eos_token_id for generation; also TG113"]
     )
+
+
+def test_marker_allow_is_credited_before_the_global_list(emitting: pytest.Pytester) -> None:
+    emitting.makepyfile(
+        """
+        import pytest
+        from tg_emit import emit
+        @pytest.mark.tokenguard_allow("TG110", reason="this test pads on eos on purpose")
+        def test_a():
+            emit()
+        """
+    )
+    result = emitting.runpytest("--tokenguard", "--tokenguard-allow", "TG110")
+    result.assert_outcomes(passed=1)
+    out = result.stdout.str()
+    assert "global::TG110 matched nothing" in out
+    assert "test_a::TG110 matched nothing" not in out
