@@ -12,6 +12,7 @@ time is compared (minimum, and median). Prints the ratios and checks the outcome
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import subprocess
@@ -50,11 +51,7 @@ def third_party_suite() -> Path:
 def run(directory: Path, guard: bool, env_path: Path | None = None) -> tuple[float, str]:
     args = ["--tokenguard"] if guard else ["-p", "no:tokenguard"]
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", *args]
-    env = None
-    if env_path is not None:
-        import os
-
-        env = dict(os.environ, PYTHONPATH=str(env_path))
+    env = None if env_path is None else dict(os.environ, PYTHONPATH=str(env_path))
     # CPU time of the child (user + system): far less noisy than wall time on a shared 2-core box.
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(command, cwd=directory, capture_output=True, text=True, env=env)

@@ -195,10 +195,6 @@ def _guarded_warn(message: Any, category: Any = None, stacklevel: int = 1, sourc
     _attachment.original_warn(message, category, stacklevel + 1, source, **kwargs)
 
 
-def attached() -> bool:
-    return _attachment is not None
-
-
 def attach() -> None:
     """Guard existing and future watched loggers and transformers' warnings. Idempotent.
 

@@ -11,8 +11,6 @@ from typing import Any
 
 from .catalog import classify, parse_updated_tokens, trainer_fix_lines
 
-PHASES = ("setup", "call", "teardown")
-
 
 @dataclass
 class Finding:
