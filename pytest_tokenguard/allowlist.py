@@ -7,16 +7,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from .catalog import RUNTIME_CODES
+from .checks import STATIC_CODE_SET
 
 MARKER = "tokenguard_allow"
 
 
-class AllowError(ValueError):
+class AllowError(ValueError):  # noqa: N818  (public name since 0.1)
     """A bad allow entry; the plugin turns it into ``pytest.UsageError``."""
 
 
 def valid_codes() -> frozenset[str]:
-    return RUNTIME_CODES
+    return RUNTIME_CODES | STATIC_CODE_SET
 
 
 def _unknown(code: str, where: str) -> AllowError:

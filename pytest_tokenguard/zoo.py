@@ -18,11 +18,38 @@ from typing import Any
 _DATA = "_data/token_layouts.json"
 _SOURCE_TREE_DATA = Path(__file__).resolve().parent.parent / "fixtures" / "token_layouts.json"
 
+# Simplified copies of each family's template: same turn markers, same end-of-turn token.
 CHAT_TEMPLATES = {
     "chatml": (
         "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
         "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
     ),
+    "mistral-inst": (
+        "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+        "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+        "{{ ' ' + message['content'] + eos_token }}{% endif %}{% endfor %}"
+    ),
+    "gemma": (
+        "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'assistant' %}{% set role = 'model' %}"
+        "{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' + "
+        "message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+    ),
+    "phi3": (
+        "{% for message in messages %}{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"
+    ),
+    "zephyr": (
+        "{% for message in messages %}{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token + '\n' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+    ),
+}
+
+# Turn markers that are special tokens in the real tokenizer but not named in the layout data.
+TEMPLATE_SPECIALS: dict[str, dict[int, str]] = {
+    "mistral-inst": {3: "[INST]", 4: "[/INST]"},
+    "gemma": {106: "<start_of_turn>", 107: "<end_of_turn>"},
+    "phi3": {32001: "<|assistant|>", 32006: "<|system|>", 32007: "<|end|>", 32010: "<|user|>"},
 }
 
 _ARCHITECTURE_OPTIONS: dict[str, dict[str, Any]] = {
@@ -64,6 +91,9 @@ def _special_tokens(tok: dict[str, Any]) -> dict[int, str]:
             if specials.get(token_id, text) != text:
                 raise ValueError(f"layout gives id {token_id} two strings: {specials[token_id]!r}, {text!r}")
             specials[token_id] = text
+    for token_id, text in TEMPLATE_SPECIALS.get(tok.get("chat_template") or "", {}).items():
+        if token_id < int(tok["length"]):
+            specials.setdefault(token_id, text)
     return specials
 
 

@@ -1,0 +1,32 @@
+"""Static checks on live objects: ``check_special_tokens`` and ``assert_special_tokens_aligned``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .allowlist import split_codes
+from .checks import Report, TokenAlignmentError, check_layout
+from .objects import layout_from_objects
+
+
+def check_special_tokens(model_or_config: Any, tokenizer: Any = None, generation_config: Any = None) -> Report:
+    """Check bos/eos/pad across model config, generation config (default: the model's) and tokenizer.
+
+    ``model_or_config``: a ``PreTrainedModel``, a peft ``PeftModel`` (its base model is checked) or a
+    config; ``tokenizer``: a tokenizer (fast or slow) or a processor carrying one.
+    """
+    return check_layout(layout_from_objects(model_or_config, tokenizer, generation_config))
+
+
+def assert_special_tokens_aligned(
+    model: Any, tokenizer: Any = None, generation_config: Any = None, *, allow: Iterable[str] = (),
+    strict: bool = False,
+) -> Report:
+    """Raise :class:`TokenAlignmentError` on error findings (and warnings with ``strict``) not in ``allow``."""
+    codes = split_codes(list(allow), "allow")
+    report = check_special_tokens(model, tokenizer, generation_config)
+    failing = report.failing(strict=strict, allow=codes)
+    if failing:
+        raise TokenAlignmentError(report, failing)
+    return report

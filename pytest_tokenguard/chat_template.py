@@ -1,0 +1,87 @@
+"""Find the token a chat template ends an assistant turn with.
+
+The template is rendered for one user/assistant exchange in jinja2's immutable sandbox (as
+transformers renders it, with no access to Python objects), and the special token that
+immediately follows the assistant's text is the end of turn. Used identically for live
+tokenizers and for checkpoint folders.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+_REPLY = "TOKENGUARD_ASSISTANT_REPLY"
+_MESSAGES = [{"role": "user", "content": "TOKENGUARD_USER_TURN"}, {"role": "assistant", "content": _REPLY}]
+
+
+def pick_template(template: Any) -> str | None:
+    """A template string, or the ``default`` one of a named set (list of {name, template} or dict)."""
+    if isinstance(template, str):
+        return template
+    if isinstance(template, Mapping):
+        chosen = template.get("default")
+        return chosen if isinstance(chosen, str) else None
+    if isinstance(template, list):
+        for entry in template:
+            if isinstance(entry, Mapping) and entry.get("name") == "default" and isinstance(entry.get("template"), str):
+                return str(entry["template"])
+    return None
+
+
+def _render(template: str, variables: Mapping[str, Any]) -> str:
+    import jinja2
+    import jinja2.ext
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class _Generation(jinja2.ext.Extension):
+        # ``{% generation %}`` marks assistant text for masks; rendering it plainly is enough here.
+        tags = {"generation"}
+
+        def parse(self, parser: Any) -> Any:
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return jinja2.nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
+
+        def _body(self, caller: Any) -> str:
+            return str(caller())
+
+    def raise_exception(message: str) -> None:
+        raise jinja2.exceptions.TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[_Generation, jinja2.ext.loopcontrols])
+    env.filters["tojson"] = lambda x, ensure_ascii=False, indent=None, separators=None, sort_keys=False: json.dumps(
+        x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: "2026-01-01"
+    return env.from_string(template).render(messages=_MESSAGES, add_generation_prompt=False, **variables)
+
+
+def end_of_turn(
+    template: Any, special_tokens: Mapping[str, int], variables: Mapping[str, Any]
+) -> tuple[tuple[str, int] | None, str | None]:
+    """``((token, id), None)``, or ``(None, note)`` saying why the end of turn is unknown.
+
+    ``special_tokens`` maps token strings to ids (added tokens and named specials); ``variables``
+    are the template's ``bos_token``/``eos_token``/... strings.
+    """
+    text = pick_template(template)
+    if text is None:
+        return None, "chat template not checked: no default template"
+    try:
+        rendered = _render(text, {k: v for k, v in variables.items() if v is not None})
+    except ImportError:
+        return None, "chat template not checked: jinja2 is not installed"
+    except Exception as exc:  # a template may reject our probe conversation; say so, do not fail the check
+        return None, f"chat template not checked: rendering failed ({type(exc).__name__}: {exc})"
+    position = rendered.find(_REPLY)
+    if position < 0:
+        return None, "chat template not checked: the assistant message is not rendered"
+    tail = rendered[position + len(_REPLY):].lstrip()
+    matches = [token for token in special_tokens if token and tail.startswith(token)]
+    if not matches:
+        return None, "chat template ends assistant turns without a special token"
+    token = max(matches, key=len)
+    return (token, special_tokens[token]), None

@@ -1,0 +1,308 @@
+"""Static checks (TG2xx) of a :class:`TokenLayout`: model config vs generation config vs tokenizer.
+
+Severity follows consequence. **error**: behaviour changes — the installed Trainer rewrites the
+value (the tokenizer defines it and a config disagrees), an id cannot be embedded, or generation
+does not stop where the chat turn ends. **warning**: a known convention worth seeing (Qwen has no
+BOS in its tokenizer, extra stop ids, pad == eos, no pad at all).
+
+Pure Python: no transformers, no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .layout import FIELDS, SOURCES, TokenLayout, id_list, is_id, valid_ids
+
+
+@dataclass(frozen=True)
+class StaticCode:
+    code: str
+    title: str
+    severity: str  # "error", "warning", or "error/warning" when it depends on the case
+    hint: str
+
+
+STATIC_CODES: dict[str, StaticCode] = {
+    c.code: c
+    for c in (
+        StaticCode("TG201", "model config and tokenizer disagree on a special token", "error/warning",
+                   "align_special_tokens(model, tokenizer) sets the model and generation config from the tokenizer"),
+        StaticCode("TG202", "generation config and model config disagree", "warning",
+                   "build the generation config with generation_config_for(model, tokenizer)"),
+        StaticCode("TG203", "generation config and tokenizer disagree on a special token", "error",
+                   "align_special_tokens(model, tokenizer), or generation_config_for(model, tokenizer)"),
+        StaticCode("TG204", "special token id out of range", "error",
+                   "use an int id in [0, embedding rows); resize embeddings after adding tokens"),
+        StaticCode("TG205", "tokenizer has more tokens than the model has embedding rows", "error",
+                   "model.resize_token_embeddings(len(tokenizer)) after adding tokens"),
+        StaticCode("TG206", "pad token is also an eos token", "warning",
+                   "add a dedicated pad token, or make sure the collator keeps EOS in the labels and the pad id "
+                   "is not a stop id"),
+        StaticCode("TG207", "no pad token anywhere", "warning",
+                   "set tokenizer.pad_token (e.g. a dedicated token, or eos with care) and align the configs"),
+        StaticCode("TG208", "chat end-of-turn token does not stop generation", "error",
+                   "add the end-of-turn id to generation_config.eos_token_id (generation_config_for does)"),
+        StaticCode("TG209", "a model-config eos does not stop generation", "error/warning",
+                   "generation_config.eos_token_id should contain every model config eos id"),
+    )
+}
+STATIC_CODE_SET = frozenset(STATIC_CODES)
+
+
+@dataclass
+class Finding:
+    """One static finding. ``values`` maps a source ("model", "generation", "tokenizer", ...) to its value."""
+
+    code: str
+    severity: str
+    field: str
+    values: dict[str, Any]
+    message: str
+    hint: str
+
+    @property
+    def title(self) -> str:
+        return STATIC_CODES[self.code].title
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.severity}: {self.message}\n    fix: {self.hint}"
+
+
+@dataclass
+class Report:
+    """Findings of one check plus the layout they were computed from (for the table)."""
+
+    layout: TokenLayout
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        """No error-severity findings (warnings do not count unless checked ``strict``)."""
+        return not self.errors
+
+    def failing(self, *, strict: bool = False, allow: Iterable[str] = ()) -> list[Finding]:
+        allowed = set(allow)
+        return [f for f in self.findings if f.code not in allowed and (strict or f.severity == "error")]
+
+    def codes(self) -> list[str]:
+        return [f.code for f in self.findings]
+
+    def to_dict(self) -> dict[str, Any]:
+        layout = self.layout
+        return {
+            "ok": self.ok,
+            "findings": [f.to_dict() for f in self.findings],
+            "layout": {
+                "model_config": layout.model,
+                "generation_config": layout.generation,
+                "tokenizer": layout.tokenizer,
+                "end_of_turn": list(layout.end_of_turn) if layout.end_of_turn else None,
+                "vocab_size": layout.vocab_size,
+                "embedding_rows": layout.embedding_rows,
+                "tokenizer_length": layout.tokenizer_length,
+                "notes": list(layout.notes),
+            },
+        }
+
+    def table(self) -> str:
+        layout = self.layout
+        present = [name for name in SOURCES if layout.source(name) is not None]
+        header = ["", *(SOURCES[name] for name in present)]
+        rows = [header]
+        for name in FIELDS:
+            rows.append([name, *(layout.describe(layout.source(src)[name]) for src in present)])  # type: ignore[index]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+        turn = layout.describe(layout.end_of_turn[1]) if layout.end_of_turn else "unknown (no chat template)"
+        lines.append(f"chat end of turn: {turn}")
+        lines.append(
+            f"vocab: config vocab_size {layout.vocab_size}, embedding rows {layout.embedding_rows}, "
+            f"tokenizer length {layout.tokenizer_length}"
+        )
+        lines.extend(f"note: {note}" for note in layout.notes)
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        parts = [self.table(), ""]
+        if not self.findings:
+            parts.append("no findings")
+        else:
+            parts.append(f"{len(self.errors)} error(s), {len(self.warnings)} warning(s):")
+            parts.extend(str(f) for f in self.findings)
+        return "\n".join(parts)
+
+
+class TokenAlignmentError(AssertionError):
+    """Raised by ``assert_special_tokens_aligned``: the table plus the failing findings."""
+
+    def __init__(self, report: Report, failing: list[Finding]) -> None:
+        self.report = report
+        self.failing = failing
+        lines = [f"special tokens are not aligned: {', '.join(sorted({f.code for f in failing}))}", "",
+                 report.table(), ""]
+        lines.extend(str(f) for f in failing)
+        others = [f for f in report.findings if f not in failing]
+        if others:
+            lines.append("")
+            lines.append("not failing (warnings or allowed):")
+            lines.extend(f"  {f.code} {f.severity}: {f.message}" for f in others)
+        super().__init__("\n".join(lines))
+
+
+def _finding(code: str, severity: str, name: str, values: dict[str, Any], message: str, hint: str | None = None) -> Finding:
+    return Finding(code, severity, name, values, message, hint or STATIC_CODES[code].hint)
+
+
+def _assignment(target: str, name: str, value: Any) -> str:
+    return f"{target}.{name}_token_id = {value!r}"
+
+
+def check_layout(layout: TokenLayout) -> Report:
+    """Every TG2xx finding of ``layout``, in code order."""
+    report = Report(layout)
+    found = report.findings
+    model, generation, tokenizer = layout.model, layout.generation, layout.tokenizer
+    d = layout.describe
+    eot_id = layout.end_of_turn[1] if layout.end_of_turn and is_id(layout.end_of_turn[1]) else None
+
+    for name in FIELDS:
+        tok = tokenizer[name] if tokenizer is not None else None
+        # TG201: the Trainer makes the tokenizer's value authoritative, so a value the tokenizer
+        # defines and the config lacks is rewritten at train() (error); a value only the config has
+        # is a convention (Qwen: no BOS) that old Trainers erased with None (warning).
+        if model is not None and tokenizer is not None:
+            cfg = model[name]
+            if tok is not None and tok not in id_list(cfg):
+                found.append(_finding(
+                    "TG201", "error", name, {"model": cfg, "tokenizer": tok},
+                    f"model config {name} {d(cfg)} vs tokenizer {name} {d(tok)}: Trainer.train() rewrites the "
+                    f"model config to {tok}",
+                    f"{_assignment('model.config', name, tok)}  (or align_special_tokens(model, tokenizer))"))
+            elif tok is None and cfg is not None:
+                found.append(_finding(
+                    "TG201", "warning", name, {"model": cfg, "tokenizer": None},
+                    f"model config {name} {d(cfg)} vs tokenizer {name} None: the tokenizer defines no {name} "
+                    f"(transformers 4.56-5.17 Trainers overwrite the config value with None)",
+                    f"keep it if the family has no {name} token by design (allow TG201); otherwise set "
+                    f"tokenizer.{name}_token"))
+        # TG202: generation vs model config, only where the tokenizer does not settle it (else TG201/TG203 say it).
+        if model is not None and generation is not None:
+            cfg, gen = model[name], generation[name]
+            if name == "eos":
+                expected = set(valid_ids(cfg)) | set(valid_ids(tok)) | ({eot_id} if eot_id is not None else set())
+                extra = [v for v in valid_ids(gen) if v not in expected]
+                if extra:
+                    found.append(_finding(
+                        "TG202", "warning", name, {"model": cfg, "generation": gen},
+                        f"generation eos {d(gen)} also stops on {d(extra)}, which is neither the model config eos "
+                        f"{d(cfg)}, the tokenizer eos nor the chat end of turn"))
+            elif tok is None and cfg is not None and gen is not None and id_list(cfg) != id_list(gen):
+                found.append(_finding(
+                    "TG202", "warning", name, {"model": cfg, "generation": gen},
+                    f"generation config {name} {d(gen)} vs model config {name} {d(cfg)}"))
+        # TG203: generate() uses the generation config; the Trainer rewrites it to the tokenizer's value.
+        if generation is not None and tok is not None and tok not in id_list(generation[name]):
+            gen = generation[name]
+            found.append(_finding(
+                "TG203", "error", name, {"generation": gen, "tokenizer": tok},
+                f"generation config {name} {d(gen)} vs tokenizer {name} {d(tok)}",
+                f"{_assignment('model.generation_config', name, tok)}  (or align_special_tokens(model, tokenizer))"))
+
+    # TG204: every declared id must be an int the model can embed.
+    rows = layout.rows
+    for source in SOURCES:
+        ids = layout.source(source)
+        if ids is None:
+            continue
+        for name in FIELDS:
+            value = ids[name]
+            if isinstance(value, (list, tuple)) and not value:
+                found.append(_finding("TG204", "error", name, {source: value},
+                                      f"{SOURCES[source]} {name} is an empty list: no token ends generation"))
+            for item in id_list(value):
+                problem = _id_problem(item, rows)
+                if problem:
+                    found.append(_finding("TG204", "error", name, {source: value},
+                                          f"{SOURCES[source]} {name} {d(value)}: {problem}"))
+    if layout.end_of_turn is not None:
+        problem = _id_problem(layout.end_of_turn[1], rows)
+        if problem:
+            found.append(_finding("TG204", "error", "end_of_turn", {"chat_template": layout.end_of_turn[1]},
+                                  f"chat end-of-turn {layout.end_of_turn[0]!r} id {layout.end_of_turn[1]!r}: {problem}"))
+
+    # TG205
+    if layout.tokenizer_length is not None and rows is not None and layout.tokenizer_length > rows:
+        found.append(_finding(
+            "TG205", "error", "vocab", {"tokenizer": layout.tokenizer_length, "model": rows},
+            f"tokenizer has {layout.tokenizer_length} tokens but the model embeds only {rows} ids "
+            f"({layout.tokenizer_length - rows} token ids cannot be embedded)",
+            f"model.resize_token_embeddings({layout.tokenizer_length})"))
+
+    # TG206: one finding, naming every source where pad is a stop id.
+    collisions: dict[str, Any] = {}
+    for source in SOURCES:
+        ids = layout.source(source)
+        if ids is not None and is_id(ids["pad"]) and ids["pad"] in valid_ids(ids["eos"]):
+            collisions[source] = {"pad": ids["pad"], "eos": ids["eos"]}
+    if collisions:
+        where = "; ".join(f"{SOURCES[s]} pad {d(v['pad'])} in eos {d(v['eos'])}" for s, v in collisions.items())
+        found.append(_finding(
+            "TG206", "warning", "pad", collisions,
+            f"pad is an eos token ({where}): collators that mask pad in the labels also mask EOS, so the model "
+            f"never learns to stop, and a pad id among the generation eos ids ends generation on padding"))
+
+    # TG207
+    present = [layout.source(s) for s in SOURCES if layout.source(s) is not None]
+    if present and all(ids["pad"] is None for ids in present):  # type: ignore[index]
+        found.append(_finding("TG207", "warning", "pad", {s: None for s in SOURCES if layout.source(s) is not None},
+                              "no pad token in the model config, generation config or tokenizer: batched training "
+                              "and generation cannot pad"))
+
+    # TG208: generation must stop where a chat turn ends.
+    stop_source = "generation" if generation is not None else "model" if model is not None else None
+    if eot_id is not None and stop_source is not None:
+        stops = layout.source(stop_source)["eos"]  # type: ignore[index]
+        if eot_id not in valid_ids(stops):
+            found.append(_finding(
+                "TG208", "error", "eos", {stop_source: stops, "chat_template": eot_id},
+                f"the chat template ends turns with {d(eot_id)}, which is not among the {SOURCES[stop_source]} eos "
+                f"ids {d(stops)}: generation runs past the end of the turn",
+                f"model.generation_config.eos_token_id = {sorted(set(valid_ids(stops)) | {eot_id})!r}"))
+
+    # TG209
+    if model is not None and generation is not None:
+        missing = [v for v in valid_ids(model["eos"]) if v not in valid_ids(generation["eos"])]
+        if missing:
+            none_left = not valid_ids(generation["eos"])
+            found.append(_finding(
+                "TG209", "error" if none_left else "warning", "eos",
+                {"model": model["eos"], "generation": generation["eos"]},
+                f"model config eos {d(missing)} is not among the generation eos ids {d(generation['eos'])}"
+                + (": nothing stops generation but the length limit" if none_left else "")))
+
+    found.sort(key=lambda f: f.code)  # stable: per-field order kept within a code
+    return report
+
+
+def _id_problem(value: Any, rows: int | None) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"not an int ({type(value).__name__})"
+    if value < 0:
+        return "negative"
+    if rows is not None and value >= rows:
+        return f">= the {rows} embedding rows"
+    return None

@@ -1,0 +1,82 @@
+"""The special-token layout of a checkpoint: plain values, whichever way they were read.
+
+Live objects (``objects.py``) and checkpoint folders (``folder.py``) are both turned into a
+:class:`TokenLayout`, and only this form is checked, so the two paths cannot disagree.
+Values are kept exactly as found (``int``, ``list``, ``None``, or something invalid such as a
+string) so the checks can report invalid ones instead of guessing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+FIELDS = ("bos", "eos", "pad")
+#: source key -> heading used in tables and messages
+SOURCES = {"model": "model config", "generation": "generation config", "tokenizer": "tokenizer"}
+
+
+def is_id(value: Any) -> bool:
+    """A usable token id: an int that is not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def id_list(value: Any) -> list[Any]:
+    """``None`` -> ``[]``, a scalar -> ``[scalar]``, a list/tuple -> its items (invalid items kept)."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]
+
+
+def valid_ids(value: Any) -> list[int]:
+    return [v for v in id_list(value) if is_id(v)]
+
+
+@dataclass
+class TokenLayout:
+    """bos/eos/pad as declared by each source, plus what decides whether an id can be embedded.
+
+    ``model``/``generation``/``tokenizer`` map ``"bos"``/``"eos"``/``"pad"`` to the raw value, or are
+    ``None`` when that source is absent (e.g. no generation config, or no tokenizer for ``generate``).
+    """
+
+    model: dict[str, Any] | None = None
+    generation: dict[str, Any] | None = None
+    tokenizer: dict[str, Any] | None = None
+    #: rows of the input embedding matrix (the model can embed ids below this)
+    embedding_rows: Any = None
+    #: ``vocab_size`` of the model (text) config
+    vocab_size: Any = None
+    #: number of ids the tokenizer can produce (highest id + 1)
+    tokenizer_length: int | None = None
+    #: the chat template's end-of-turn token as ``(string, id)``
+    end_of_turn: tuple[str, Any] | None = None
+    #: id -> token string, for display only
+    token_strings: dict[int, str] = field(default_factory=dict)
+    #: why a part could not be checked (e.g. the chat template failed to render)
+    notes: list[str] = field(default_factory=list)
+
+    def source(self, name: str) -> dict[str, Any] | None:
+        value: dict[str, Any] | None = getattr(self, name)
+        return value
+
+    @property
+    def rows(self) -> int | None:
+        """How many ids the model can embed: the embedding rows, else the config vocab size."""
+        for value in (self.embedding_rows, self.vocab_size):
+            if is_id(value) and value > 0:
+                return int(value)
+        return None
+
+    def describe(self, value: Any) -> str:
+        """``151645 '<|im_end|>'``, ``[1, 107]``, ``None``."""
+        if value is None:
+            return "None"
+        if isinstance(value, (list, tuple)):
+            return "[" + ", ".join(self.describe(v) for v in value) + "]"
+        if is_id(value):
+            text = self.token_strings.get(value)
+            return f"{value} {text!r}" if text is not None else str(value)
+        return repr(value)

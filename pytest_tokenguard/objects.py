@@ -1,0 +1,114 @@
+"""Read a :class:`TokenLayout` from live transformers/peft objects (duck-typed; imports nothing heavy)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .chat_template import end_of_turn
+from .layout import FIELDS, TokenLayout, id_list, is_id
+
+
+def base_model(model: Any) -> Any:
+    """A peft ``PeftModel`` -> the transformers model under it; anything else unchanged."""
+    get_base = getattr(model, "get_base_model", None)
+    if callable(get_base) and hasattr(model, "peft_config"):
+        return get_base()
+    return model
+
+
+def text_config(config: Any) -> Any:
+    """The config that holds the language model's tokens (multimodal configs nest it)."""
+    getter = getattr(config, "get_text_config", None)
+    if callable(getter):
+        try:
+            return getter()
+        except TypeError:
+            return config
+    return config
+
+
+def unwrap_tokenizer(tokenizer: Any) -> Any:
+    """A processor carrying a tokenizer -> that tokenizer."""
+    if tokenizer is not None and not hasattr(tokenizer, "eos_token_id") and hasattr(tokenizer, "tokenizer"):
+        return tokenizer.tokenizer
+    return tokenizer
+
+
+def _ids(obj: Any) -> dict[str, Any]:
+    return {name: getattr(obj, f"{name}_token_id", None) for name in FIELDS}
+
+
+def _embedding_rows(model: Any) -> Any:
+    getter = getattr(model, "get_input_embeddings", None)
+    if not callable(getter):
+        return None
+    try:
+        embeddings = getter()
+    except (NotImplementedError, AttributeError):
+        return None
+    rows = getattr(embeddings, "num_embeddings", None)
+    if rows is None and hasattr(embeddings, "weight"):
+        rows = int(embeddings.weight.shape[0])
+    return rows
+
+
+def _special_strings(tokenizer: Any) -> dict[str, int]:
+    """Token string -> id for added tokens and the named special tokens."""
+    strings: dict[str, int] = {}
+    getter = getattr(tokenizer, "get_added_vocab", None)
+    if callable(getter):
+        strings.update(getter())
+    for name in ("bos", "eos", "pad", "unk"):
+        text, token_id = getattr(tokenizer, f"{name}_token", None), getattr(tokenizer, f"{name}_token_id", None)
+        if isinstance(text, str) and is_id(token_id):
+            strings.setdefault(text, token_id)
+    return strings
+
+
+def tokenizer_end_of_turn(
+    tokenizer: Any, strings: dict[str, int] | None = None
+) -> tuple[tuple[str, int] | None, str | None]:
+    """The chat template's end-of-turn ``(token, id)`` (or ``None`` and why); no template -> ``(None, None)``."""
+    template = getattr(tokenizer, "chat_template", None)
+    if not template:
+        return None, None
+    variables = {f"{name}_token": getattr(tokenizer, f"{name}_token", None) for name in ("bos", "eos", "pad", "unk")}
+    return end_of_turn(template, strings if strings is not None else _special_strings(tokenizer), variables)
+
+
+def layout_from_objects(model_or_config: Any, tokenizer: Any = None, generation_config: Any = None) -> TokenLayout:
+    """Layout of a model (``PreTrainedModel``, peft ``PeftModel``) or a bare config, a tokenizer or processor,
+    and a generation config (default: the model's own)."""
+    model = base_model(model_or_config)
+    is_model = hasattr(model, "config")  # a config has no .config
+    config = text_config(model.config if is_model else model)
+    if generation_config is None and is_model:
+        generation_config = getattr(model, "generation_config", None)
+    tokenizer = unwrap_tokenizer(tokenizer)
+
+    layout = TokenLayout(
+        model=_ids(config),
+        generation=_ids(generation_config) if generation_config is not None else None,
+        tokenizer=_ids(tokenizer) if tokenizer is not None else None,
+        embedding_rows=_embedding_rows(model) if is_model else None,
+        vocab_size=getattr(config, "vocab_size", None),
+    )
+    if tokenizer is not None:
+        layout.tokenizer_length = len(tokenizer)
+        strings = _special_strings(tokenizer)
+        layout.end_of_turn, note = tokenizer_end_of_turn(tokenizer, strings)
+        if note:
+            layout.notes.append(note)
+        wanted = {v for src in (layout.model, layout.generation, layout.tokenizer) if src for name in FIELDS
+                  for v in id_list(src[name]) if is_id(v)}
+        if layout.end_of_turn is not None and is_id(layout.end_of_turn[1]):
+            wanted.add(layout.end_of_turn[1])
+        by_id = {token_id: text for text, token_id in strings.items()}
+        for token_id in sorted(wanted):
+            text = by_id.get(token_id)
+            if text is None and 0 <= token_id < layout.tokenizer_length:
+                converted = tokenizer.convert_ids_to_tokens(token_id)
+                text = converted if isinstance(converted, str) else None
+            if text is not None:
+                layout.token_strings[token_id] = text
+    return layout
