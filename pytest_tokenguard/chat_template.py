@@ -8,6 +8,7 @@ tokenizers and for checkpoint folders.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -30,7 +31,9 @@ def pick_template(template: Any) -> str | None:
     return None
 
 
-def _render(template: str, variables: Mapping[str, Any]) -> str:
+@functools.lru_cache(maxsize=32)
+def _compile(template: str) -> Any:
+    """Compiled once per template text: checks run many times per session on the same tokenizer."""
     import jinja2
     import jinja2.ext
     from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -56,7 +59,11 @@ def _render(template: str, variables: Mapping[str, Any]) -> str:
         x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: "2026-01-01"
-    return env.from_string(template).render(messages=_MESSAGES, add_generation_prompt=False, **variables)
+    return env.from_string(template)
+
+
+def _render(template: str, variables: Mapping[str, Any]) -> str:
+    return str(_compile(template).render(messages=_MESSAGES, add_generation_prompt=False, **variables))
 
 
 def end_of_turn(

@@ -1,0 +1,83 @@
+"""``tokenguard check PATH [--adapter PATH] [--format text|json] [--strict]``.
+
+Exit status: 0 clean, 1 failing findings, 2 usage error or unreadable input. Imports neither
+torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .checks import STATIC_CODES, check_layout
+from .folder import FolderError, read_folder
+
+JSON_SCHEMA = 1
+EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse exits 2 too; keep its usage line
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tokenguard", description="Check special tokens (bos/eos/pad) of Hugging Face checkpoints.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    check = commands.add_parser(
+        "check", help="check a checkpoint folder (config, generation config, tokenizer, chat template)",
+        description="Exit 0 when clean, 1 when there are failing findings, 2 on usage errors or unreadable input.",
+    )
+    check.add_argument("path", help="checkpoint folder (config.json, tokenizer files, generation_config.json)")
+    check.add_argument("--adapter", help="peft adapter folder; its tokenizer/config files take precedence")
+    check.add_argument("--format", choices=("text", "json"), default="text")
+    check.add_argument("--strict", action="store_true", help="warnings fail too")
+    commands.add_parser("codes", help="list the static check codes")
+    return parser
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        folder = read_folder(args.path, args.adapter)
+    except FolderError as exc:
+        print(f"tokenguard: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    report = check_layout(folder.layout)
+    failing = report.failing(strict=args.strict)
+    status = EXIT_FINDINGS if failing else EXIT_CLEAN
+    if args.format == "json":
+        data = {
+            "schema": JSON_SCHEMA,
+            "path": args.path,
+            "adapter": args.adapter,
+            "strict": args.strict,
+            "exit_code": status,
+            "files": folder.files,
+            **report.to_dict(),
+        }
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        target = args.path + (f" + adapter {args.adapter}" if args.adapter else "")
+        print(f"tokenguard check {target}")
+        print(report)
+        verdict = "FAIL" if failing else "ok"
+        print(f"\n{verdict}: {len(report.errors)} error(s), {len(report.warnings)} warning(s)"
+              + (" (strict: warnings fail)" if args.strict else ""))
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "codes":
+        for code in STATIC_CODES.values():
+            print(f"{code.code}  {code.severity:<13}  {code.title}")
+        return EXIT_CLEAN
+    return _check(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,361 @@
+"""Read a :class:`TokenLayout` from a checkpoint folder: JSON files only.
+
+No torch, no transformers, no pickle, no network, no Python from the folder (the chat template is
+rendered in jinja2's sandbox, as transformers does). Every problem with the input is a
+:class:`FolderError` naming the file.
+
+``tokenizer.json`` can be tens of MB; decoding it whole costs more than loading the tokenizer's
+few fields we need. Files written by ``tokenizers`` list the model vocab in id order, so the
+highest id is the last vocab entry, and special strings can be looked up as keys. Anything that
+does not look like that layout falls back to a full ``json.loads``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .chat_template import end_of_turn
+from .layout import FIELDS, TokenLayout, id_list, is_id
+
+MiB = 1024 * 1024
+#: largest file read, per name (anything else is small JSON)
+SIZE_LIMITS = {"tokenizer.json": 512 * MiB}
+DEFAULT_LIMIT = 16 * MiB
+NAMED_SPECIALS = ("bos", "eos", "pad", "unk")
+
+
+class FolderError(Exception):
+    """Unreadable or invalid input; the message names the file and the problem."""
+
+
+@dataclass
+class _Tokenizer:
+    ids: dict[str, Any]
+    strings: dict[str, int]  # token string -> id (added tokens and named specials)
+    length: int | None
+    template: Any
+    variables: dict[str, str | None]
+    files: list[str] = field(default_factory=list)
+
+
+def _read_bytes(path: Path) -> bytes:
+    limit = SIZE_LIMITS.get(path.name, DEFAULT_LIMIT)
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise FolderError(f"{path}: {size / MiB:.1f} MiB is larger than the {limit // MiB} MiB limit for this file")
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise FolderError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if len(data) > limit:
+        raise FolderError(f"{path}: larger than the {limit // MiB} MiB limit for this file")
+    return data
+
+
+def _read_text(path: Path) -> str:
+    data = _read_bytes(path)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FolderError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+def _parse(path: Path, text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FolderError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise FolderError(f"{path}: JSON nested too deeply") from None
+    if not isinstance(value, dict):
+        raise FolderError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return _parse(path, _read_text(path))
+
+
+def _optional(folder: Path, name: str) -> dict[str, Any] | None:
+    path = folder / name
+    if not os.path.lexists(path):
+        return None
+    return read_json(path)
+
+
+def _token_text(value: Any, path: Path, key: str) -> str | None:
+    """A special token as saved: a string, ``{"content": ...}`` (AddedToken), or null."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, Mapping) and isinstance(value.get("content"), str):
+        return str(value["content"])
+    raise FolderError(f"{path}: {key} must be a string, an object with \"content\", or null; got {value!r}")
+
+
+def _add_string(strings: dict[str, int], by_id: dict[int, str], text: Any, token_id: Any, path: Path) -> None:
+    if not isinstance(text, str) or not is_id(token_id) or token_id < 0:
+        raise FolderError(f"{path}: an added token needs a string content and an int id >= 0, got {text!r} / {token_id!r}")
+    if by_id.get(token_id, text) != text:
+        raise FolderError(f"{path}: added tokens {by_id[token_id]!r} and {text!r} both have id {token_id}")
+    if strings.get(text, token_id) != token_id:
+        raise FolderError(f"{path}: added token {text!r} has two ids, {strings[text]} and {token_id}")
+    strings[text] = token_id
+    by_id[token_id] = text
+
+
+_KEY_VALUE = re.compile(rb'\s*:\s*([\[{])')
+_LAST_ID = re.compile(rb":\s*(\d+)\s*$")
+
+
+def _key(data: bytes, name: bytes, opener: bytes, start: int = 0, last: bool = False) -> int:
+    """Offset of the ``opener`` that starts the value of key ``name`` (an object/array), or -1.
+
+    Only a quoted string followed by ``:`` is a key, and a key inside the vocab maps to an int,
+    so requiring ``{``/``[`` after it skips tokens that happen to be spelled like our keys.
+    """
+    needle = b'"' + name + b'"'
+    position = data.rfind(needle) if last else data.find(needle, start)
+    while position >= 0:
+        match = _KEY_VALUE.match(data, position + len(needle))
+        if match and match.group(1) == opener:
+            return match.start(1)
+        position = data.rfind(needle, 0, position) if last else data.find(needle, position + 1)
+    return -1
+
+
+class _TokenizerJson:
+    """``tokenizer.json``: added tokens, highest id, and string -> id lookups in the vocab."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data = _read_bytes(path)
+        self.added: list[Any] | None = None
+        self.vocab_span: tuple[int, int] | None = None
+        self.vocab: dict[str, int] | None = None
+        self.highest: int | None = None
+        if not self._fast_scan():
+            self._full_parse()
+
+    def _fast_scan(self) -> bool:
+        """Read the added tokens and the last vocab id without decoding the vocab (BPE files)."""
+        data = self.data
+        added_at = _key(data, b"added_tokens", b"[")
+        model_at = _key(data, b"model", b"{", last=True)
+        if added_at < 0 or model_at < 0:
+            return False
+        vocab_at = _key(data, b"vocab", b"{", start=model_at)
+        merges_at = _key(data, b"merges", b"[", start=vocab_at) if vocab_at >= 0 else -1
+        if merges_at < 0:
+            return False
+        vocab_end = data.rfind(b"}", vocab_at, merges_at)
+        try:
+            text = data[added_at:model_at].decode("utf-8")
+            added, _ = json.JSONDecoder().raw_decode(text)
+        except (UnicodeDecodeError, ValueError):
+            return False
+        last = _LAST_ID.search(data, max(vocab_at + 1, vocab_end - 4096), vocab_end)
+        if not isinstance(added, list) or vocab_end < 0 or (last is None and data[vocab_at + 1:vocab_end].strip()):
+            return False
+        self.added = added
+        self.vocab_span = (vocab_at, vocab_end + 1)
+        self.highest = int(last.group(1)) if last else None
+        return True
+
+    def _full_parse(self) -> None:
+        try:
+            text = self.data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FolderError(f"{self.path}: not UTF-8 text (byte {exc.start})") from None
+        data = _parse(self.path, text)
+        added = data.get("added_tokens", [])
+        if not isinstance(added, list):
+            raise FolderError(f"{self.path}: added_tokens must be a list")
+        self.added = added
+        model = data.get("model")
+        vocab = model.get("vocab") if isinstance(model, dict) else None
+        if isinstance(vocab, dict):
+            if not all(is_id(v) for v in vocab.values()):
+                raise FolderError(f"{self.path}: model.vocab ids must be ints")
+            self.vocab = vocab
+            self.highest = max(vocab.values(), default=-1)
+        elif isinstance(vocab, list):  # Unigram: [[piece, score], ...], id = position
+            self.vocab = {entry[0]: i for i, entry in enumerate(vocab) if isinstance(entry, list) and entry}
+            self.highest = len(vocab) - 1
+        else:
+            raise FolderError(f"{self.path}: no model vocab (model.vocab is missing or not an object/list)")
+
+    def lookup(self, text: str) -> int | None:
+        if self.vocab is not None:
+            return self.vocab.get(text)
+        assert self.vocab_span is not None
+        needle = json.dumps(text, ensure_ascii=False).encode("utf-8")
+        pattern = re.compile(re.escape(needle) + rb"\s*:\s*(\d+)")
+        start, end = self.vocab_span
+        for match in pattern.finditer(self.data, start, end):
+            if self.data[match.start() - 1:match.start()] in (b"{", b",", b" ", b"\n", b"\t", b"\r"):
+                return int(match.group(1))
+        return None
+
+
+def _read_tokenizer(folder: Path) -> _Tokenizer | None:
+    config_path, json_path = folder / "tokenizer_config.json", folder / "tokenizer.json"
+    have_config, have_json = os.path.lexists(config_path), os.path.lexists(json_path)
+    if not have_config and not have_json:
+        return None
+    files: list[str] = []
+    config: dict[str, Any] = {}
+    if have_config:
+        config = read_json(config_path)
+        files.append(str(config_path))
+    special_map = _optional(folder, "special_tokens_map.json") or {}
+    if special_map:
+        files.append(str(folder / "special_tokens_map.json"))
+
+    strings: dict[str, int] = {}
+    by_id: dict[int, str] = {}
+    backend = None
+    if have_json:
+        backend = _TokenizerJson(json_path)
+        files.append(str(json_path))
+        for entry in backend.added or []:
+            if not isinstance(entry, Mapping):
+                raise FolderError(f"{json_path}: each added token must be an object, got {entry!r}")
+            _add_string(strings, by_id, entry.get("content"), entry.get("id"), json_path)
+    decoder = config.get("added_tokens_decoder", {})
+    if not isinstance(decoder, Mapping):
+        raise FolderError(f"{config_path}: added_tokens_decoder must be an object")
+    for key, entry in decoder.items():
+        try:
+            token_id = int(key)
+        except ValueError:
+            raise FolderError(f"{config_path}: added_tokens_decoder key {key!r} is not an id") from None
+        content = entry.get("content") if isinstance(entry, Mapping) else None
+        _add_string(strings, by_id, content, token_id, config_path)
+
+    variables: dict[str, str | None] = {}
+    ids: dict[str, Any] = {}
+    for name in NAMED_SPECIALS:
+        key = f"{name}_token"
+        # like transformers: a value set in tokenizer_config wins over special_tokens_map
+        source_path, value = config_path, config.get(key)
+        if not value:
+            source_path, value = folder / "special_tokens_map.json", special_map.get(key)
+        text = _token_text(value, source_path, key)
+        variables[key] = text
+        token_id = None
+        if text is not None:
+            token_id = strings.get(text)
+            if token_id is None and backend is not None:
+                token_id = backend.lookup(text)
+            if token_id is not None:
+                strings.setdefault(text, token_id)
+        if name in FIELDS:
+            ids[name] = token_id
+
+    highest = max([backend.highest if backend and backend.highest is not None else -1, *by_id], default=-1)
+    length = highest + 1 if (backend is not None or by_id) and highest >= 0 else None
+
+    template: Any = config.get("chat_template")
+    jinja_path = folder / "chat_template.jinja"
+    json_template_path = folder / "chat_template.json"
+    if os.path.lexists(jinja_path):
+        template = _read_text(jinja_path)
+        files.append(str(jinja_path))
+    elif os.path.lexists(json_template_path):
+        template = read_json(json_template_path).get("chat_template")
+        files.append(str(json_template_path))
+    return _Tokenizer(ids, strings, length, template, variables, files)
+
+
+def _ids(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: data.get(f"{name}_token_id") for name in FIELDS}
+
+
+def _text_config(config: dict[str, Any]) -> dict[str, Any]:
+    nested = config.get("text_config")
+    return nested if isinstance(nested, dict) else config
+
+
+@dataclass
+class FolderLayout:
+    layout: TokenLayout
+    files: list[str]
+    adapter: dict[str, Any] | None = None
+
+
+def _folder(path: Path, what: str) -> Path:
+    try:
+        if not path.exists():
+            raise FolderError(f"{path}: {what} folder does not exist")
+        if not path.is_dir():
+            raise FolderError(f"{path}: {what} is not a folder")
+    except OSError as exc:
+        raise FolderError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return path
+
+
+def read_folder(path: str | Path, adapter: str | Path | None = None) -> FolderLayout:
+    """The layout of a checkpoint folder, with an adapter folder's tokenizer/config files taking precedence."""
+    base = _folder(Path(path), "checkpoint")
+    adapter_dir = _folder(Path(adapter), "adapter") if adapter is not None else None
+    files: list[str] = []
+    adapter_config = None
+    if adapter_dir is not None:
+        adapter_config_path = adapter_dir / "adapter_config.json"
+        if not os.path.lexists(adapter_config_path):
+            raise FolderError(f"{adapter_config_path}: missing (not a peft adapter folder)")
+        adapter_config = read_json(adapter_config_path)
+        files.append(str(adapter_config_path))
+
+    def first_json(name: str) -> tuple[Path, dict[str, Any] | None]:
+        for folder in (adapter_dir, base):
+            if folder is not None and os.path.lexists(folder / name):
+                files.append(str(folder / name))
+                return folder / name, read_json(folder / name)
+        return base / name, None
+
+    config_path, config = first_json("config.json")
+    if config is None:
+        raise FolderError(f"{config_path}: missing (a checkpoint folder needs config.json)")
+    _, generation = first_json("generation_config.json")
+    tokenizer = _read_tokenizer(adapter_dir) if adapter_dir is not None else None
+    if tokenizer is None:
+        tokenizer = _read_tokenizer(base)
+
+    text_config = _text_config(config)
+    vocab_size = text_config.get("vocab_size")
+    if vocab_size is not None and (not is_id(vocab_size) or vocab_size <= 0):
+        raise FolderError(f"{config_path}: vocab_size must be a positive int, got {vocab_size!r}")
+    layout = TokenLayout(
+        model=_ids(text_config),
+        generation=_ids(generation) if generation is not None else None,
+        tokenizer=tokenizer.ids if tokenizer is not None else None,
+        vocab_size=vocab_size,
+    )
+    if generation is None:
+        layout.notes.append("no generation_config.json: generation checks use the model config")
+    if tokenizer is None:
+        layout.notes.append("no tokenizer files (tokenizer.json / tokenizer_config.json): tokenizer checks skipped")
+    else:
+        files.extend(tokenizer.files)
+        layout.tokenizer_length = tokenizer.length
+        if tokenizer.template:
+            layout.end_of_turn, note = end_of_turn(tokenizer.template, tokenizer.strings, tokenizer.variables)
+            if note:
+                layout.notes.append(note)
+        by_id = {token_id: text for text, token_id in tokenizer.strings.items()}
+        for source in (layout.model, layout.generation, layout.tokenizer):
+            for name in FIELDS:
+                for value in id_list(source[name]) if source else []:
+                    if is_id(value) and value in by_id:
+                        layout.token_strings[value] = by_id[value]
+        if layout.end_of_turn is not None and is_id(layout.end_of_turn[1]):
+            layout.token_strings[layout.end_of_turn[1]] = layout.end_of_turn[0]
+    return FolderLayout(layout, files, adapter_config)
