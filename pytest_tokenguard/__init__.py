@@ -5,10 +5,32 @@ Importing this package imports neither transformers nor torch.
 
 from __future__ import annotations
 
+from .alignment import align_special_tokens, generation_config_for, predict_trainer_alignment
+from .api import assert_special_tokens_aligned, check_special_tokens
 from .catalog import ENTRIES, RUNTIME_CODES, classify
+from .checks import STATIC_CODES, Report, TokenAlignmentError
 from .findings import Finding
 from .fixture import TokenGuard, TokenGuardFailure
+from .folder import FolderError, read_folder
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-__all__ = ["ENTRIES", "RUNTIME_CODES", "Finding", "TokenGuard", "TokenGuardFailure", "__version__", "classify"]
+__all__ = [
+    "ENTRIES",
+    "RUNTIME_CODES",
+    "STATIC_CODES",
+    "Finding",
+    "FolderError",
+    "Report",
+    "TokenAlignmentError",
+    "TokenGuard",
+    "TokenGuardFailure",
+    "__version__",
+    "align_special_tokens",
+    "assert_special_tokens_aligned",
+    "check_special_tokens",
+    "classify",
+    "generation_config_for",
+    "predict_trainer_alignment",
+    "read_folder",
+]

@@ -19,7 +19,8 @@ import logging
 import sys
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from .catalog import is_watched_logger, is_watched_module
@@ -35,6 +36,22 @@ def set_sink(sink: Sink | None) -> None:
     """Route observations to ``sink``; ``None`` makes every guarded call a plain pass-through."""
     global _sink
     _sink = sink
+
+
+def busy() -> bool:
+    """True while this thread is inside the guard's own work (nothing it logs is observed)."""
+    return bool(getattr(_local, "busy", False))
+
+
+@contextmanager
+def muted() -> Iterator[None]:
+    """Do not observe what this thread logs or warns inside the block (the guard's own probing)."""
+    already = getattr(_local, "busy", False)
+    _local.busy = True
+    try:
+        yield
+    finally:
+        _local.busy = already
 
 
 def _observe(name: str, level: int, msg: object, args: Any) -> None:

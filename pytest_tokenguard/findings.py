@@ -74,38 +74,41 @@ class TestRecorder:
         match = classify(message, level)
         if match is None:
             return
+        details: dict[str, Any] = dict(match.groups)
+        if match.code == "TG101" and "updated" in details:
+            details = {"updated_tokens": parse_updated_tokens(details.pop("updated"))}
+        self.add(match.code, match.title, message, logger, channel, logging.getLevelName(level), match.fix, details)
+
+    def add(self, code: str, title: str, message: str, logger: str, channel: str, level: str, fix: str,
+            details: dict[str, Any] | None = None) -> None:
+        """Record one finding (identical ones in the same phase are counted, not repeated)."""
         with self._lock:
             expected = False
             for scope in self._scopes:
-                if match.code in scope.codes:
-                    scope.seen.add(match.code)
+                if code in scope.codes:
+                    scope.seen.add(code)
                     expected = True
-            key = (match.code, message, logger, self.phase, expected)
+            key = (code, message, logger, self.phase, expected)
             existing = self._index.get(key)
             if existing is not None:
                 existing.count += 1
                 return
-            details: dict[str, Any] = dict(match.groups)
-            if match.code == "TG101" and "updated" in details:
-                details = {"updated_tokens": parse_updated_tokens(details.pop("updated"))}
-            allowed_by = self.allow.get(match.code)
+            allowed_by = self.allow.get(code)
             if allowed_by is not None:
                 self.matched_allows.add(allowed_by)
-            finding = Finding(
-                code=match.code,
-                title=match.title,
-                message=message,
-                logger=logger,
-                phase=self.phase,
-                channel=channel,
-                level=logging.getLevelName(level),
-                fix=match.fix,
-                details=details,
-                allowed_by=allowed_by,
-                expected=expected,
-            )
+            finding = Finding(code=code, title=title, message=message, logger=logger, phase=self.phase,
+                              channel=channel, level=level, fix=fix, details=dict(details or {}),
+                              allowed_by=allowed_by, expected=expected)
             self._index[key] = finding
             self.findings.append(finding)
+
+    def credit_allow(self, code: str) -> bool:
+        """An allow entry covered ``code`` outside the recorder (e.g. ``tokenguard.check``): not stale."""
+        with self._lock:
+            label = self.allow.get(code)
+            if label is not None:
+                self.matched_allows.add(label)
+            return label is not None
 
     @contextmanager
     def expecting(self, codes: Iterable[str]) -> Iterator[_ExpectScope]:
@@ -144,12 +147,15 @@ def headline(findings: list[Finding]) -> str:
 def format_findings(findings: list[Finding]) -> str:
     """The failure text: one block per finding with code, message, where, how often and the fix."""
     count = sum(f.count for f in findings)
-    lines = [f"tokenguard: {count} transformers token-alignment warning{'s' if count != 1 else ''}"]
+    lines = [f"tokenguard: {count} special-token finding{'s' if count != 1 else ''}"]
     for f in findings:
         lines.append("")
         lines.append(f"{f.code} {f.title}")
         lines.append(f"  message: {f.message}")
         lines.append(f"  logger:  {f.logger} ({f.channel}, {f.level})")
+        if f.details.get("synthesized"):
+            lines.append(f"  note:    synthesized: transformers {f.details.get('transformers')} does not align special "
+                         "tokens in Trainer.train(); this is what transformers >= 5.18 would do")
         lines.append(f"  phase:   {f.phase}, seen {f.count} time{'s' if f.count != 1 else ''}")
         if f.code == "TG101" and "updated_tokens" in f.details:
             lines.append(f"  updated tokens: {f.details['updated_tokens']}")

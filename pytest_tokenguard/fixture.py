@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
 from .allowlist import AllowError, split_codes
+from .api import check_special_tokens
+from .checks import Report, TokenAlignmentError
 from .findings import Finding, TestRecorder, format_findings
 
 
@@ -18,8 +21,9 @@ class TokenGuardFailure(AssertionError):
 class TokenGuard:
     """Inspect and assert the token-alignment warnings of the running test."""
 
-    def __init__(self, recorder: TestRecorder) -> None:
+    def __init__(self, recorder: TestRecorder, *, strict: bool = False) -> None:
         self._recorder = recorder
+        self._strict = strict
 
     @property
     def records(self) -> list[Finding]:
@@ -58,6 +62,21 @@ class TokenGuard:
         failing = self._recorder.failing()
         if failing:
             raise TokenGuardFailure(format_findings(failing))
+
+    def check(self, model: Any, tokenizer: Any = None, generation_config: Any = None, *,
+              strict: bool | None = None) -> Report:
+        """``assert_special_tokens_aligned`` honouring this test's allow marker and ``--tokenguard-strict``.
+
+        Returns the report; raises :class:`TokenAlignmentError` on failing findings.
+        """
+        report = check_special_tokens(model, tokenizer, generation_config)
+        failing = report.failing(strict=self._strict if strict is None else strict)
+        for finding in failing:  # an allow entry that covers a finding is in use, not stale
+            self._recorder.credit_allow(finding.code)
+        failing = [f for f in failing if f.code not in self._recorder.allow]
+        if failing:
+            raise TokenAlignmentError(report, failing)
+        return report
 
     def clear(self) -> None:
         """Forget the findings recorded so far in this test."""

@@ -12,7 +12,7 @@ import pytest
 from _pytest._code.code import TerminalRepr
 from _pytest._io import TerminalWriter
 
-from . import capture
+from . import capture, runtime_checks
 from .allowlist import MARKER, AllowError, allow_label, parse_marker, split_codes
 from .findings import TestRecorder, format_findings, headline
 from .fixture import TokenGuard
@@ -45,6 +45,7 @@ class _State:
     enabled: bool
     global_allow: dict[str, str]
     report_path: Path | None
+    strict: bool = False
     results: SessionResults = field(default_factory=SessionResults)
     any_guarded: bool = False
 
@@ -71,8 +72,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="allow these codes in every test (ini: tokenguard_allow)",
     )
     group.addoption("--tokenguard-report", metavar="PATH", help="write the findings of every guarded test as JSON")
+    group.addoption(
+        "--tokenguard-strict", action="store_true", default=None,
+        help="warning-severity TG2xx findings fail too (tokenguard.check, --tokenguard-calls) (ini: tokenguard_strict)",
+    )
+    group.addoption(
+        "--tokenguard-calls", action="store_true", default=None,
+        help="check the objects at every Trainer.train() and generate() call (ini: tokenguard_calls)",
+    )
     parser.addini("tokenguard", type="bool", default=False, help="enable tokenguard for every test")
     parser.addini("tokenguard_allow", type="linelist", default=[], help="codes allowed in every test")
+    parser.addini("tokenguard_strict", type="bool", default=False, help="warning-severity TG2xx findings fail too")
+    parser.addini("tokenguard_calls", type="bool", default=False, help="check objects at Trainer.train() and generate()")
+    parser.addini(
+        "tokenguard_synthesize", default="auto",
+        help="auto: synthesize TG101 at Trainer.train() where the installed Trainer does not align tokens "
+             "(transformers < 4.56); always; never",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -88,10 +104,21 @@ def pytest_configure(config: pytest.Config) -> None:
     except AllowError as exc:
         raise pytest.UsageError(str(exc)) from None
     report = config.getoption("tokenguard_report")
-    state = _State(enabled, {code: allow_label("global", code) for code in codes}, Path(report) if report else None)
+    synthesize = str(config.getini("tokenguard_synthesize")).strip().lower()
+    if synthesize not in ("auto", "always", "never"):
+        raise pytest.UsageError(f"tokenguard: ini tokenguard_synthesize must be auto, always or never, not {synthesize!r}")
+    strict = _flag(config, "tokenguard_strict")
+    runtime_checks.configure(runtime_checks.Options(synthesize, _flag(config, "tokenguard_calls"), strict))
+    state = _State(enabled, {code: allow_label("global", code) for code in codes}, Path(report) if report else None,
+                   strict)
     state.results.global_allows = sorted(state.global_allow.values())
     config.stash[STATE] = state
     config.pluginmanager.register(_SessionHooks(config), "tokenguard-session")
+
+
+def _flag(config: pytest.Config, name: str) -> bool:
+    value = config.getoption(name)
+    return bool(value) if value is not None else bool(config.getini(name))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -127,7 +154,9 @@ def _enter_phase(item: pytest.Item, phase: str) -> None:
         recorder = TestRecorder(plan.allow)
         item.stash[RECORDER] = recorder
         capture.set_sink(recorder.sink)
+        runtime_checks.set_target(recorder)
     recorder.phase = phase
+    runtime_checks.ensure_installed()
 
 
 # Plain tryfirst impls (not wrappers): they run before the runner sets up fixtures or calls the
@@ -165,6 +194,7 @@ def pytest_runtest_makereport(
             report.sections.append((f"tokenguard findings ({call.when})", text))
     if call.when == "teardown":
         capture.set_sink(None)
+        runtime_checks.set_target(None)
         del item.stash[RECORDER]
         plan = item.stash[PLAN]
         result = TestResult(item.nodeid, (report.location[0], report.location[1]), list(recorder.findings),
@@ -180,11 +210,11 @@ def pytest_runtest_makereport(
 
 @pytest.fixture
 def tokenguard(request: pytest.FixtureRequest) -> TokenGuard:
-    """Findings of this test; ``expect(*codes)``, ``assert_clean()``, ``clear()``."""
+    """Findings of this test; ``expect(*codes)``, ``assert_clean()``, ``clear()``, ``check(model, tokenizer)``."""
     recorder = request.node.stash.get(RECORDER, None)
     if recorder is None:
         raise pytest.UsageError("the tokenguard fixture is only available in function-scoped tests")
-    return TokenGuard(recorder)
+    return TokenGuard(recorder, strict=request.config.stash[STATE].strict)
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -237,3 +267,4 @@ class _SessionHooks:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if STATE in config.stash:
         capture.detach()
+        runtime_checks.uninstall()

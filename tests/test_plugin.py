@@ -47,7 +47,7 @@ def test_finding_in_call_fails_with_code_message_and_fix(emitting: pytest.Pytest
     result.assert_outcomes(failed=1, passed=1)
     result.stdout.fnmatch_lines(
         [
-            "*tokenguard: 2 transformers token-alignment warnings*",
+            "*tokenguard: 2 special-token findings*",
             "TG110 pad_token_id defaulted to eos_token_id for generation",
             "  message: Setting `pad_token_id` to `eos_token_id`:151645 for open-end generation.",
             "  logger:  transformers.generation.utils (log, WARNING)",

@@ -1,0 +1,186 @@
+"""Checks where the objects meet: at ``Trainer.train()`` and ``generate()``, while the guard is on.
+
+Two independent uses of the same wrappers:
+
+* synthesis — on transformers < 4.56 the Trainer aligns nothing and logs nothing, so a test that
+  trains on misaligned tokens would pass there and fail on 5.x. At each ``Trainer.train()`` the
+  5.18+ algorithm is run on the objects and, where it would have aligned something, a TG101 is
+  recorded (marked as synthesized), so the verdict is the same on every version.
+* ``--tokenguard-calls`` — every ``Trainer.train()`` (model and processing class before the Trainer
+  touches them) and ``generate()`` (model and effective generation config) is checked statically;
+  failing TG2xx findings are recorded like log findings.
+
+The wrappers are installed lazily, once the transformers module is imported (the plugin never
+imports it), and removed at the end of the session.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Protocol
+
+from . import capture
+from .alignment import current_alignment
+from .catalog import BY_CODE
+from .checks import STATIC_CODES, check_layout
+from .layout import TokenLayout
+from .objects import layout_from_objects
+
+#: First transformers release whose Trainer aligns special tokens (PR #38441).
+TRAINER_ALIGNS_SINCE = (4, 56)
+_TOKEN_KWARGS = ("bos_token_id", "eos_token_id", "pad_token_id")
+
+
+class Recorder(Protocol):
+    def add(self, code: str, title: str, message: str, logger: str, channel: str, level: str, fix: str,
+            details: dict[str, Any] | None = None) -> None: ...
+
+
+@dataclass
+class Options:
+    #: "auto" (only where the installed Trainer does not align), "always" or "never"
+    synthesize: str = "never"
+    calls: bool = False
+    strict: bool = False
+    _synthesize_now: bool | None = None
+
+    @property
+    def synthesizing(self) -> bool:
+        if self._synthesize_now is None:
+            self._synthesize_now = self.synthesize == "always" or (
+                self.synthesize == "auto" and not trainer_aligns(installed_transformers()))
+        return self._synthesize_now
+
+    @property
+    def active(self) -> bool:
+        return self.calls or self.synthesizing
+
+
+def installed_transformers() -> str | None:
+    try:
+        return metadata.version("transformers")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def version_tuple(version: str) -> tuple[int, int]:
+    parts = (version.split(".") + ["0"])[:2]
+    return int("".join(ch for ch in parts[0] if ch.isdigit()) or 0), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)
+
+
+def trainer_aligns(version: str | None) -> bool:
+    return version is None or version_tuple(version) >= TRAINER_ALIGNS_SINCE
+
+
+_options = Options()
+_target: Recorder | None = None
+_patched: list[tuple[Any, str, Any]] = []  # (owner, attribute, original)
+_done: set[str] = set()
+
+
+def configure(options: Options) -> None:
+    global _options
+    _options = options
+
+
+def set_target(recorder: Recorder | None) -> None:
+    global _target
+    _target = recorder
+
+
+def ensure_installed() -> None:
+    """Wrap ``Trainer.train`` / ``generate`` once their modules are imported. Cheap when done."""
+    if not _options.active or len(_done) == 2:
+        return
+    if "train" not in _done and "transformers.trainer" in sys.modules:
+        _done.add("train")
+        _wrap(sys.modules["transformers.trainer"].Trainer, "train", _check_train)
+    if "generate" not in _done and "transformers.generation.utils" in sys.modules:
+        _done.add("generate")
+        if _options.calls:
+            _wrap(sys.modules["transformers.generation.utils"].GenerationMixin, "generate", _check_generate)
+
+
+def uninstall() -> None:
+    while _patched:
+        owner, name, original = _patched.pop()
+        setattr(owner, name, original)
+    _done.clear()
+    set_target(None)
+
+
+def _wrap(owner: Any, name: str, check: Callable[[Recorder, Any, tuple[Any, ...], dict[str, Any]], None]) -> None:
+    original = owner.__dict__[name]
+
+    @functools.wraps(original)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        target = _target
+        if target is not None and not capture.busy():
+            with capture.muted():  # what the check itself logs is not the test's
+                check(target, self, args, kwargs)
+        return original(self, *args, **kwargs)
+
+    wrapper.__tokenguard_original__ = original  # type: ignore[attr-defined]
+    _patched.append((owner, name, original))
+    setattr(owner, name, wrapper)
+
+
+def _record_static(target: Recorder, layout: TokenLayout, where: str) -> None:
+    for finding in check_layout(layout).failing(strict=_options.strict):
+        target.add(finding.code, STATIC_CODES[finding.code].title, f"{finding.message} [at {where}]",
+                   "pytest_tokenguard.calls", "check", finding.severity.upper(), finding.hint,
+                   {"field": finding.field, "values": finding.values, "severity": finding.severity, "at": where})
+
+
+def _check_train(target: Recorder, trainer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    model = getattr(trainer, "model", None)
+    processing = getattr(trainer, "processing_class", None) or getattr(trainer, "tokenizer", None)
+    if model is None or not hasattr(model, "config") or processing is None:
+        return
+    layout = layout_from_objects(model, processing)
+    if _options.synthesizing:
+        updated = current_alignment(layout)
+        if updated:
+            entry = BY_CODE["TG101"]
+            version = installed_transformers()
+            message = (
+                "The tokenizer has new PAD/BOS/EOS tokens that differ from the model config and generation config. "
+                "The model config and generation config were aligned accordingly, being updated with the "
+                f"tokenizer's values. Updated tokens: {updated}."
+            )
+            target.add("TG101", entry.title, message, "pytest_tokenguard.synthesized", "synthesized", "WARNING",
+                       entry.fix, {"updated_tokens": updated, "synthesized": True, "transformers": version})
+    if _options.calls:
+        _record_static(target, layout, "Trainer.train()")
+
+
+def effective_generation_config(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The generation config ``generate`` will use: the installed ``_prepare_generation_config`` when it
+    accepts the call, else the passed (or the model's) config with token kwargs applied."""
+    passed = kwargs.get("generation_config", args[1] if len(args) > 1 else None)
+    token_kwargs = {key: kwargs[key] for key in _TOKEN_KWARGS if key in kwargs}
+    prepare = getattr(model, "_prepare_generation_config", None)
+    if callable(prepare):
+        try:
+            prepared = prepare(passed, **token_kwargs)
+            return prepared[0] if isinstance(prepared, tuple) else prepared
+        except Exception:  # generate() itself will raise or warn about this; the fallback is enough here
+            pass
+    config = copy.deepcopy(passed if passed is not None else getattr(model, "generation_config", None))
+    for key, value in token_kwargs.items():
+        if config is not None:
+            setattr(config, key, value)
+    return config
+
+
+def _check_generate(target: Recorder, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    if not hasattr(model, "config"):
+        return
+    generation = effective_generation_config(model, args, kwargs)
+    layout = layout_from_objects(model, kwargs.get("tokenizer"), generation)
+    _record_static(target, layout, "generate()")
