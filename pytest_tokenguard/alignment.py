@@ -19,7 +19,7 @@ from typing import Any
 
 from .catalog import classify, parse_updated_tokens
 from .layout import FIELDS, TokenLayout, id_list, valid_ids
-from .objects import base_model, text_config, tokenizer_end_of_turn, unwrap_tokenizer
+from .objects import base_model, layout_from_objects, text_config, tokenizer_end_of_turn, unwrap_tokenizer
 
 _TRAP_LOCK = threading.Lock()
 
@@ -157,7 +157,13 @@ def align_special_tokens(model: Any, tokenizer: Any, *, source: str = "tokenizer
     generation = getattr(inner, "generation_config", None)
     tok = unwrap_tokenizer(tokenizer)
     changes: dict[str, tuple[Any, Any]] = {}
-    old_model_eos = valid_ids(getattr(config, "eos_token_id", None))
+    rows = layout_from_objects(inner).rows
+
+    def embeddable(value: Any) -> list[int]:
+        # an id the model cannot embed can never be generated: dropping it from a stop list loses nothing
+        return [v for v in valid_ids(value) if v >= 0 and (rows is None or v < rows)]
+
+    old_model_eos = embeddable(getattr(config, "eos_token_id", None))
     eot = _end_of_turn_id(tok)
 
     if source == "model":
@@ -176,20 +182,25 @@ def align_special_tokens(model: Any, tokenizer: Any, *, source: str = "tokenizer
         if name == "eos":
             declared = getattr(config, "eos_token_id", None)
             if isinstance(declared, list):
-                new = declared if value in declared else [value, *declared]
+                new = _dedupe([value, *embeddable(declared)]) if value not in declared or embeddable(declared) != declared \
+                    else declared
             else:
                 new = value
             _set(config, "model_config", name, new, changes)
         else:
             _set(config, "model_config", name, value, changes)
+    if generation is None and eot is not None and eot not in valid_ids(getattr(config, "eos_token_id", None)):
+        # no generation config: generate() stops on the model config eos, so the end of turn goes there
+        declared = getattr(config, "eos_token_id", None)
+        _set(config, "model_config", "eos", _eos_value(_dedupe([*embeddable(declared), eot]), declared), changes)
     if generation is not None:
         for name in FIELDS:
             value = getattr(tok, f"{name}_token_id", None)
             if name == "eos":
                 current = getattr(generation, "eos_token_id", None)
-                ids = _dedupe([*valid_ids(current), *valid_ids(value), *old_model_eos,
-                               *valid_ids(getattr(config, "eos_token_id", None)), *([eot] if eot is not None else [])])
-                if ids != valid_ids(current):
+                ids = _dedupe([*embeddable(current), *valid_ids(value), *old_model_eos,
+                               *embeddable(getattr(config, "eos_token_id", None)), *([eot] if eot is not None else [])])
+                if ids and ids != id_list(current):  # nothing valid to stop on: leave it (never None)
                     _set(generation, "generation_config", name, _eos_value(ids, current), changes)
             elif value is not None:
                 _set(generation, "generation_config", name, value, changes)

@@ -25,6 +25,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+def _folder_argument(value: str) -> str:
+    if not value:  # Path("") is ".", which would silently check the current folder
+        raise argparse.ArgumentTypeError("must not be empty")
+    return value
+
+
+def _print(text: str) -> None:
+    """Print what the stream can encode: token strings and paths may not fit an ascii/cp1252 stdout."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    print(text.encode(encoding, "backslashreplace").decode(encoding))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tokenguard", description="Check special tokens (bos/eos/pad) of Hugging Face checkpoints.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -32,8 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="check a checkpoint folder (config, generation config, tokenizer, chat template)",
         description="Exit 0 when clean, 1 when there are failing findings, 2 on usage errors or unreadable input.",
     )
-    check.add_argument("path", help="checkpoint folder (config.json, tokenizer files, generation_config.json)")
-    check.add_argument("--adapter", help="peft adapter folder; its tokenizer/config files take precedence")
+    check.add_argument("path", type=_folder_argument,
+                       help="checkpoint folder (config.json, tokenizer files, generation_config.json)")
+    check.add_argument("--adapter", type=_folder_argument,
+                       help="peft adapter folder; its tokenizer/config files take precedence")
     check.add_argument("--format", choices=("text", "json"), default="text")
     check.add_argument("--strict", action="store_true", help="warnings fail too")
     commands.add_parser("codes", help="list the static check codes")
@@ -59,14 +73,12 @@ def _check(args: argparse.Namespace) -> int:
             "files": folder.files,
             **report.to_dict(),
         }
-        print(json.dumps(data, indent=2, sort_keys=True))
+        _print(json.dumps(data, indent=2, sort_keys=True))
     else:
         target = args.path + (f" + adapter {args.adapter}" if args.adapter else "")
-        print(f"tokenguard check {target}")
-        print(report)
         verdict = "FAIL" if failing else "ok"
-        print(f"\n{verdict}: {len(report.errors)} error(s), {len(report.warnings)} warning(s)"
-              + (" (strict: warnings fail)" if args.strict else ""))
+        _print(f"tokenguard check {target}\n{report}\n\n{verdict}: {len(report.errors)} error(s), "
+               f"{len(report.warnings)} warning(s)" + (" (strict: warnings fail)" if args.strict else ""))
     return status
 
 

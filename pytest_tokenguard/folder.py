@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,12 @@ class _Tokenizer:
 def _read_bytes(path: Path) -> bytes:
     limit = SIZE_LIMITS.get(path.name, DEFAULT_LIMIT)
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        # a FIFO would block open() forever and a device (/dev/zero) never ends: regular files only
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a FIFO, device or socket"
+            raise FolderError(f"{path}: not a regular file ({kind})")
+        size = info.st_size
         if size > limit:
             raise FolderError(f"{path}: {size / MiB:.1f} MiB is larger than the {limit // MiB} MiB limit for this file")
         with path.open("rb") as handle:
@@ -68,12 +74,18 @@ def _read_text(path: Path) -> str:
 
 
 def _parse(path: Path, text: str) -> dict[str, Any]:
+    if not text.strip():
+        raise FolderError(f"{path}: empty file, expected a JSON object")
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise FolderError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        # an interrupted download or copy ends early, and "Expecting ',' delimiter" alone does not say so
+        ends_early = " (the file ends early: truncated?)" if exc.pos >= len(text.rstrip()) else ""
+        raise FolderError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}{ends_early}") from None
     except RecursionError:
         raise FolderError(f"{path}: JSON nested too deeply") from None
+    except ValueError as exc:  # not a JSONDecodeError: e.g. an int of more than 4300 digits
+        raise FolderError(f"{path}: invalid JSON ({exc})") from None
     if not isinstance(value, dict):
         raise FolderError(f"{path}: expected a JSON object, got {type(value).__name__}")
     return value
@@ -112,6 +124,8 @@ def _add_string(strings: dict[str, int], by_id: dict[int, str], text: Any, token
 
 _KEY_VALUE = re.compile(rb'\s*:\s*([\[{])')
 _LAST_ID = re.compile(rb":\s*(\d+)\s*$")
+# tokenizers writes "model" last with "merges" last in it: a file not closed like that is truncated
+_CLOSED = re.compile(rb"\]\s*\}\s*\}\s*$")
 
 
 def _key(data: bytes, name: bytes, opener: bytes, start: int = 0, last: bool = False) -> int:
@@ -148,7 +162,7 @@ class _TokenizerJson:
         data = self.data
         added_at = _key(data, b"added_tokens", b"[")
         model_at = _key(data, b"model", b"{", last=True)
-        if added_at < 0 or model_at < 0:
+        if added_at < 0 or model_at < 0 or not _CLOSED.search(data, max(0, len(data) - 256)):
             return False
         vocab_at = _key(data, b"vocab", b"{", start=model_at)
         merges_at = _key(data, b"merges", b"[", start=vocab_at) if vocab_at >= 0 else -1
@@ -158,7 +172,7 @@ class _TokenizerJson:
         try:
             text = data[added_at:model_at].decode("utf-8")
             added, _ = json.JSONDecoder().raw_decode(text)
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # the full parse names the problem
             return False
         last = _LAST_ID.search(data, max(vocab_at + 1, vocab_end - 4096), vocab_end)
         if not isinstance(added, list) or vocab_end < 0 or (last is None and data[vocab_at + 1:vocab_end].strip()):
@@ -186,7 +200,9 @@ class _TokenizerJson:
             self.vocab = vocab
             self.highest = max(vocab.values(), default=-1)
         elif isinstance(vocab, list):  # Unigram: [[piece, score], ...], id = position
-            self.vocab = {entry[0]: i for i, entry in enumerate(vocab) if isinstance(entry, list) and entry}
+            if not all(isinstance(entry, list) and entry and isinstance(entry[0], str) for entry in vocab):
+                raise FolderError(f"{self.path}: model.vocab list entries must be [piece, score] with a string piece")
+            self.vocab = {entry[0]: i for i, entry in enumerate(vocab)}
             self.highest = len(vocab) - 1
         else:
             raise FolderError(f"{self.path}: no model vocab (model.vocab is missing or not an object/list)")
@@ -200,7 +216,10 @@ class _TokenizerJson:
         start, end = self.vocab_span
         for match in pattern.finditer(self.data, start, end):
             if self.data[match.start() - 1:match.start()] in (b"{", b",", b" ", b"\n", b"\t", b"\r"):
-                return int(match.group(1))
+                try:
+                    return int(match.group(1))
+                except ValueError:  # more digits than int() converts
+                    raise FolderError(f"{self.path}: the id of {text!r} in model.vocab is not a usable int") from None
         return None
 
 
@@ -245,7 +264,7 @@ def _read_tokenizer(folder: Path) -> _Tokenizer | None:
         key = f"{name}_token"
         # like transformers: a value set in tokenizer_config wins over special_tokens_map
         source_path, value = config_path, config.get(key)
-        if not value:
+        if value is None or value == "":  # only absent/empty falls back: 0 or false is an invalid value, not "unset"
             source_path, value = folder / "special_tokens_map.json", special_map.get(key)
         text = _token_text(value, source_path, key)
         variables[key] = text
