@@ -10,10 +10,19 @@ from .api import assert_special_tokens_aligned, check_special_tokens
 from .catalog import ENTRIES, RUNTIME_CODES, classify
 from .checks import STATIC_CODES, Report, TokenAlignmentError
 from .findings import Finding
-from .fixture import TokenGuard, TokenGuardFailure
 from .folder import FolderError, read_folder
 
 __version__ = "0.2.0"
+
+
+def __getattr__(name: str) -> object:
+    # The fixture classes need pytest; the CLI and the checks do not, so they are loaded on demand.
+    if name in ("TokenGuard", "TokenGuardFailure"):
+        from . import fixture
+
+        return getattr(fixture, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ENTRIES",

@@ -28,7 +28,7 @@ class StaticCode:
 STATIC_CODES: dict[str, StaticCode] = {
     c.code: c
     for c in (
-        StaticCode("TG201", "model config and tokenizer disagree on a special token", "error/warning",
+        StaticCode("TG201", "model config and tokenizer disagree on a special token", "error / warning",
                    "align_special_tokens(model, tokenizer) sets the model and generation config from the tokenizer"),
         StaticCode("TG202", "generation config and model config disagree", "warning",
                    "build the generation config with generation_config_for(model, tokenizer)"),
@@ -45,7 +45,7 @@ STATIC_CODES: dict[str, StaticCode] = {
                    "set tokenizer.pad_token (e.g. a dedicated token, or eos with care) and align the configs"),
         StaticCode("TG208", "chat end-of-turn token does not stop generation", "error",
                    "add the end-of-turn id to generation_config.eos_token_id (generation_config_for does)"),
-        StaticCode("TG209", "a model-config eos does not stop generation", "error/warning",
+        StaticCode("TG209", "a model-config eos does not stop generation", "error / warning",
                    "generation_config.eos_token_id should contain every model config eos id"),
     )
 }

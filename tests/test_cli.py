@@ -439,7 +439,7 @@ class Bad:
     file: str | None
     problem: str
     #: run as ``python -m pytest_tokenguard`` with a timeout: input that used to crash or hang
-    subprocess: bool = False
+    fresh_process: bool = False
 
 
 BAD_INPUT = {
@@ -461,11 +461,11 @@ BAD_INPUT = {
     "config-not-utf8": Bad(_non_utf8, 2, "ckpt/config.json", "not UTF-8 text (byte "),
     "config-bom": Bad(_bom, 2, "ckpt/config.json", "Unexpected UTF-8 BOM"),
     "config-int-too-long": Bad(_write("config.json", '{"eos_token_id": ' + "1" * 5000 + "}"), 2, "ckpt/config.json",
-                               "invalid JSON (Exceeds the limit (4300 digits)", subprocess=True),
+                               "invalid JSON (Exceeds the limit (4300 digits)", fresh_process=True),
     "config-symlink-loop": Bad(_symlink_loop, 2, "ckpt/config.json", "cannot read (Too many levels of symbolic links)"),
     "config-17-MiB": Bad(lambda d: _sparse(d, "config.json", 17 * MiB), 2, "ckpt/config.json",
                          "17.0 MiB is larger than the 16 MiB limit for this file"),
-    "config-a-fifo": Bad(_fifo, 2, "ckpt/config.json", "not a regular file (a FIFO, device or socket)", subprocess=True),
+    "config-a-fifo": Bad(_fifo, 2, "ckpt/config.json", "not a regular file (a FIFO, device or socket)", fresh_process=True),
     "config-a-folder": Bad(_folder_named_config, 2, "ckpt/config.json", "not a regular file (a folder)"),
     "vocab-size-a-string": Bad(_edit("config.json", vocab_size="32768"), 2, "ckpt/config.json",
                                "vocab_size must be a positive int, got '32768'"),
@@ -500,7 +500,7 @@ BAD_INPUT = {
     "added-tokens-clash": Bad(_clashing_added_tokens, 2, "ckpt/tokenizer.json",
                               "added tokens '</s>' and '<|eos2|>' both have id 2"),
     "added-tokens-nested-deeply": Bad(_deeply_nested_added_tokens, 2, "ckpt/tokenizer.json", "JSON nested too deeply",
-                                      subprocess=True),
+                                      fresh_process=True),
     "unigram-piece-not-a-string": Bad(_unigram_bad_piece, 2, "ckpt/tokenizer.json",
                                       "model.vocab list entries must be [piece, score] with a string piece"),
     "vocab-id-too-long": Bad(_huge_vocab_id, 2, "ckpt/tokenizer.json", "the id of '!' in model.vocab is not a usable int"),
@@ -520,7 +520,7 @@ def test_bad_input(saved: dict[str, Saved], tmp_path: Path, capsys: pytest.Captu
     if case.setup is _fifo and not hasattr(os, "mkfifo"):
         pytest.skip("no FIFOs on this platform")
     argv = case.setup(copy_checkpoint(saved, tmp_path))
-    if case.subprocess:
+    if case.fresh_process:
         child = run_module(*argv)
         run = Run(child.returncode, child.stdout, child.stderr)
     else:
