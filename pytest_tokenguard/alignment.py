@@ -11,7 +11,6 @@ tested against the installed function.
 from __future__ import annotations
 
 import copy
-import sys
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -100,9 +99,8 @@ def predict_trainer_alignment(model: Any, tokenizer: Any) -> dict[str, Any]:
         with _trapped(trainer_utils) as trap:
             function(standin, tokenizer)
     else:
-        trainer_module = sys.modules.get("transformers.trainer")
-        if trainer_module is None:
-            import transformers.trainer as trainer_module
+        import transformers.trainer as trainer_module
+
         method = getattr(trainer_module.Trainer, "_align_special_tokens", None)
         if method is None:  # before 4.56 the Trainer aligns nothing
             return {}
@@ -240,7 +238,7 @@ def generation_config_for(model: Any, tokenizer: Any, **sampling: Any) -> Any:
         raise TypeError(f"generation_config_for() sets {', '.join(sorted(clash))} itself from the model and tokenizer")
     from transformers import GenerationConfig
 
-    return GenerationConfig(**generation_config_ids(model, tokenizer), **sampling)
+    return GenerationConfig(**generation_config_ids(model, tokenizer), **sampling)  # type: ignore[no-untyped-call]
 
 
 def describe_changes(changes: Mapping[str, tuple[Any, Any]]) -> list[str]:

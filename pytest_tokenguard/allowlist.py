@@ -12,7 +12,7 @@ from .checks import STATIC_CODE_SET
 MARKER = "tokenguard_allow"
 
 
-class AllowError(ValueError):  # noqa: N818  (public name since 0.1)
+class AllowError(ValueError):
     """A bad allow entry; the plugin turns it into ``pytest.UsageError``."""
 
 

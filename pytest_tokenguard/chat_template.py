@@ -40,7 +40,7 @@ def _compile(template: str) -> Any:
 
     class _Generation(jinja2.ext.Extension):
         # ``{% generation %}`` marks assistant text for masks; rendering it plainly is enough here.
-        tags = {"generation"}
+        tags = frozenset({"generation"})  # type: ignore[assignment]
 
         def parse(self, parser: Any) -> Any:
             lineno = next(parser.stream).lineno

@@ -60,7 +60,7 @@ def _special_strings(tokenizer: Any) -> dict[str, int]:
         strings.update(getter())
     for name in ("bos", "eos", "pad", "unk"):
         text, token_id = getattr(tokenizer, f"{name}_token", None), getattr(tokenizer, f"{name}_token_id", None)
-        if isinstance(text, str) and is_id(token_id):
+        if isinstance(text, str) and isinstance(token_id, int):
             strings.setdefault(text, token_id)
     return strings
 

@@ -69,7 +69,7 @@ def installed_transformers() -> str | None:
 
 
 def version_tuple(version: str) -> tuple[int, int]:
-    parts = (version.split(".") + ["0"])[:2]
+    parts = [*version.split("."), "0"][:2]
     return int("".join(ch for ch in parts[0] if ch.isdigit()) or 0), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)
 
 

@@ -95,9 +95,9 @@ def build_layout(layout: Layout, *, seed: int = 0) -> tuple[Any, Any, Any]:
     model = LlamaForCausalLM(config)
     for name in ("bos", "eos", "pad"):  # set after construction: out-of-range ids are the point
         setattr(model.config, f"{name}_token_id", model_ids[name])
-    generation = None
+    generation: Any = None
     if layout["generation"] is not None:
-        generation = GenerationConfig()
+        generation = GenerationConfig()  # type: ignore[no-untyped-call]
         for name in ("bos", "eos", "pad"):
             setattr(generation, f"{name}_token_id", layout["generation"][name])
     model.generation_config = generation

@@ -9,9 +9,9 @@ import pytest
 pytest.importorskip("peft")
 # pytester's in-process runs drop modules first imported inside them; re-importing torch-backed
 # modules crashes, so everything the generated tests import is imported here first.
-import peft  # noqa: E402,F401
-import transformers.trainer  # noqa: E402,F401
-from transformers.generation.utils import GenerationMixin  # noqa: E402
+import peft  # noqa: F401
+import transformers.trainer
+from transformers.generation.utils import GenerationMixin
 
 pytest_plugins = ("pytester",)
 
