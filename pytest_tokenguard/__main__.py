@@ -1,7 +1,5 @@
 """``python -m pytest_tokenguard check PATH``."""
 
-import sys
+from .cli import run
 
-from .cli import main
-
-sys.exit(main())
+run()

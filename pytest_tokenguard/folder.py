@@ -252,11 +252,11 @@ def _read_tokenizer(folder: Path) -> _Tokenizer | None:
         raise FolderError(f"{config_path}: added_tokens_decoder must be an object")
     for key, entry in decoder.items():
         try:
-            token_id = int(key)
+            added_id = int(key)
         except ValueError:
             raise FolderError(f"{config_path}: added_tokens_decoder key {key!r} is not an id") from None
         content = entry.get("content") if isinstance(entry, Mapping) else None
-        _add_string(strings, by_id, content, token_id, config_path)
+        _add_string(strings, by_id, content, added_id, config_path)
 
     variables: dict[str, str | None] = {}
     ids: dict[str, Any] = {}
