@@ -52,6 +52,9 @@ TEMPLATE_SPECIALS: dict[str, dict[int, str]] = {
     "phi3": {32001: "<|assistant|>", 32006: "<|system|>", 32007: "<|end|>", 32010: "<|user|>"},
 }
 
+#: Used where the installed transformers predates the family's class (Qwen3 arrived in 4.51).
+ARCHITECTURE_FALLBACKS = {"Qwen3ForCausalLM": "Qwen2ForCausalLM"}
+
 _ARCHITECTURE_OPTIONS: dict[str, dict[str, Any]] = {
     "Qwen3ForCausalLM": {"head_dim": 8},
     "Qwen2ForCausalLM": {},
@@ -147,6 +150,9 @@ def build_model(data: dict[str, Any], *, seed: int = 0) -> Any:
 
     cfg = data["model_config"]
     architecture = data["architecture"]
+    if not hasattr(transformers, architecture) and architecture in ARCHITECTURE_FALLBACKS:
+        # older transformers: the closest architecture carries the same special-token layout
+        architecture = ARCHITECTURE_FALLBACKS[architecture]
     model_class = getattr(transformers, architecture)
     config_class = model_class.config_class
     options: dict[str, Any] = {

@@ -135,11 +135,15 @@ def test_generation_config_for_the_character_chat_app() -> None:
 
 def test_align_qwen3_from_tokenizer_and_from_model() -> None:
     model, tokenizer = zoo.build("qwen3-0.6b")
-    assert predict_trainer_alignment(model, tokenizer) == {"pad_token_id": 151643}
+    expected = ({"pad_token_id": 151643} if SKIPS_NONE else {"bos_token_id": None, "pad_token_id": 151643}
+                if TRAINER_ALIGNS else {})
+    assert predict_trainer_alignment(model, tokenizer) == expected
     changes = align_special_tokens(model, tokenizer)
     assert changes == {"model_config.pad_token_id": (None, 151643)}
     assert model.config.bos_token_id == 151643, "the config bos the tokenizer does not define is kept"
-    assert predict_trainer_alignment(model, tokenizer) == {}
+    # 4.56-5.17 would still write the tokenizer's None over bos: only None could prevent that
+    assert predict_trainer_alignment(model, tokenizer) == ({} if SKIPS_NONE or not TRAINER_ALIGNS
+                                                           else {"bos_token_id": None})
 
     model, tokenizer = zoo.build("qwen3-0.6b")
     changes = align_special_tokens(model, tokenizer, source="model")
@@ -162,5 +166,5 @@ def test_prediction_through_peft_and_without_generation_config() -> None:
 
     model, tokenizer = zoo.build("tinyllama-1.1b-chat-v1.0")
     peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
-    assert predict_trainer_alignment(peft_model, tokenizer) == {"pad_token_id": 2}
+    assert predict_trainer_alignment(peft_model, tokenizer) == ({"pad_token_id": 2} if TRAINER_ALIGNS else {})
     assert predict_trainer_alignment(model, None) == {}
