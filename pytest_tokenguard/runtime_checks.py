@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
+from types import SimpleNamespace
 from typing import Any, Protocol
 
 from . import capture
@@ -159,11 +160,50 @@ def _check_train(target: Recorder, trainer: Any, args: tuple[Any, ...], kwargs: 
         _record_static(target, layout, "Trainer.train()")
 
 
-def effective_generation_config(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """The generation config ``generate`` will use: the installed ``_prepare_generation_config`` when it
-    accepts the call, else the passed (or the model's) config with token kwargs applied."""
+def _token_fingerprint(config: Any) -> tuple[Any, ...]:
+    if config is None:
+        return (None,)
+    values = [getattr(config, key, None) for key in _TOKEN_KWARGS]
+    return (id(config), *(tuple(v) if isinstance(v, list) else v for v in values),
+            getattr(config, "transformers_version", None))
+
+
+#: fingerprint of everything the effective token ids depend on -> those ids
+_effective_cache: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+
+
+def effective_token_ids(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """bos/eos/pad of the generation config ``generate`` will use (a plain namespace).
+
+    The installed ``_prepare_generation_config`` decides (its merging rules changed across versions);
+    its answer is cached on the token ids it depends on, because it deep-copies whole configs and a
+    test may call ``generate`` in a loop.
+    """
     passed = kwargs.get("generation_config", args[1] if len(args) > 1 else None)
     token_kwargs = {key: kwargs[key] for key in _TOKEN_KWARGS if key in kwargs}
+    key: tuple[Any, ...] = (
+        id(type(model)), _token_fingerprint(passed), _token_fingerprint(getattr(model, "generation_config", None)),
+        tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in token_kwargs.items()),
+    )
+    try:
+        cached = _effective_cache.get(key)
+    except TypeError:  # an unhashable id value: not cacheable, compute it
+        cached, key = None, ()
+    if cached is None:
+        config = effective_generation_config(model, passed, token_kwargs)
+        cached = tuple(copy.deepcopy(getattr(config, k, None)) for k in _TOKEN_KWARGS) if config is not None else ()
+        if key:
+            if len(_effective_cache) > 256:
+                _effective_cache.clear()
+            _effective_cache[key] = cached
+    if not cached:
+        return None
+    return SimpleNamespace(**dict(zip(_TOKEN_KWARGS, copy.deepcopy(cached), strict=True)))
+
+
+def effective_generation_config(model: Any, passed: Any, token_kwargs: dict[str, Any]) -> Any:
+    """The installed ``_prepare_generation_config`` when it accepts the call, else the passed (or the
+    model's) config with the token kwargs applied."""
     prepare = getattr(model, "_prepare_generation_config", None)
     if callable(prepare):
         try:
@@ -181,6 +221,6 @@ def effective_generation_config(model: Any, args: tuple[Any, ...], kwargs: dict[
 def _check_generate(target: Recorder, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     if not hasattr(model, "config"):
         return
-    generation = effective_generation_config(model, args, kwargs)
+    generation = effective_token_ids(model, args, kwargs)
     layout = layout_from_objects(model, kwargs.get("tokenizer"), generation)
     _record_static(target, layout, "generate()")
