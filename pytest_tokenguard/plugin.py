@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,11 +12,12 @@ import pytest
 from _pytest._code.code import TerminalRepr
 from _pytest._io import TerminalWriter
 
-from . import capture, runtime_checks
+from . import capture, runtime_checks, zoo
 from .allowlist import MARKER, AllowError, allow_label, parse_marker, split_codes
 from .findings import TestRecorder, format_findings, headline
 from .fixture import TokenGuard
 from .reporting import REPORT_ATTRIBUTE, SessionResults, TestResult, write_json_atomic
+from .suite_support import checkpoint_problem
 
 
 class TokenguardStaleAllowWarning(pytest.PytestWarning):
@@ -80,6 +81,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--tokenguard-calls", action="store_true", default=None,
         help="check the objects at every Trainer.train() and generate() call (ini: tokenguard_calls)",
     )
+    group.addoption(
+        "--tokenguard-model", metavar="PATH",
+        help="run the bundled suite (--pyargs pytest_tokenguard.suite) on this local checkpoint folder instead of the zoo",
+    )
+    group.addoption("--tokenguard-adapter", metavar="PATH", help="with --tokenguard-model: a local peft adapter folder")
     parser.addini("tokenguard", type="bool", default=False, help="enable tokenguard for every test")
     parser.addini("tokenguard_allow", type="linelist", default=[], help="codes allowed in every test")
     parser.addini("tokenguard_strict", type="bool", default=False, help="warning-severity TG2xx findings fail too")
@@ -104,6 +110,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except AllowError as exc:
         raise pytest.UsageError(str(exc)) from None
     report = config.getoption("tokenguard_report")
+    _check_checkpoint_options(config)
     synthesize = str(config.getini("tokenguard_synthesize")).strip().lower()
     if synthesize not in ("auto", "always", "never"):
         raise pytest.UsageError(f"tokenguard: ini tokenguard_synthesize must be auto, always or never, not {synthesize!r}")
@@ -114,6 +121,16 @@ def pytest_configure(config: pytest.Config) -> None:
     state.results.global_allows = sorted(state.global_allow.values())
     config.stash[STATE] = state
     config.pluginmanager.register(_SessionHooks(config), "tokenguard-session")
+
+
+def _check_checkpoint_options(config: pytest.Config) -> None:
+    model, adapter = config.getoption("tokenguard_model"), config.getoption("tokenguard_adapter")
+    if adapter and not model:
+        raise pytest.UsageError("tokenguard: --tokenguard-adapter needs --tokenguard-model")
+    if model:
+        problem = checkpoint_problem(model, adapter)
+        if problem:
+            raise pytest.UsageError(f"tokenguard: {problem}")
 
 
 def _flag(config: pytest.Config, name: str) -> bool:
@@ -208,6 +225,23 @@ def pytest_runtest_makereport(
     return report
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "tokenguard_zoo" in metafunc.fixturenames:
+        metafunc.parametrize("tokenguard_zoo", zoo.families(), indirect=True)
+
+
+@pytest.fixture
+def tokenguard_zoo(request: pytest.FixtureRequest) -> zoo.ZooModel:
+    """Each zoo family in turn (test ids carry the family): ``.name``, ``.model``, ``.tokenizer``, ``.layout``."""
+    return zoo.zoo_model(request.param)
+
+
+@pytest.fixture
+def tokenguard_zoo_factory() -> Callable[[str], zoo.ZooModel]:
+    """``factory("qwen3-0.6b")`` -> a fresh ``ZooModel`` of that family (built once per process)."""
+    return zoo.zoo_model
+
+
 @pytest.fixture
 def tokenguard(request: pytest.FixtureRequest) -> TokenGuard:
     """Findings of this test; ``expect(*codes)``, ``assert_clean()``, ``clear()``, ``check(model, tokenizer)``."""
@@ -230,6 +264,9 @@ class _SessionHooks:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         data = getattr(report, REPORT_ATTRIBUTE, None)
+        if report.user_properties:  # the bundled suite's family x step table
+            findings = TestResult.from_report_data(report.nodeid, ("", None), data).findings if data else []
+            self.state.results.suite.add_report(report.user_properties, report.outcome, findings)
         if report.when != "teardown" or data is None:
             return
         self.state.any_guarded = True
@@ -256,6 +293,8 @@ class _SessionHooks:
             return
         terminalreporter.write_sep("=", "tokenguard")
         for line in state.results.summary_lines():
+            terminalreporter.write_line(line)
+        for line in state.results.suite.lines():
             terminalreporter.write_line(line)
         if state.report_path is not None:
             terminalreporter.write_line(f"tokenguard: JSON report written to {state.report_path}")

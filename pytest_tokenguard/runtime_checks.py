@@ -84,6 +84,11 @@ _patched: list[tuple[Any, str, Any]] = []  # (owner, attribute, original)
 _done: set[str] = set()
 
 
+def synthesizing() -> bool:
+    """Whether this session synthesizes TG101 at ``Trainer.train()``."""
+    return _options.synthesizing
+
+
 def configure(options: Options) -> None:
     global _options
     _options = options

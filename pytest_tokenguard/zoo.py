@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import pickle
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -163,11 +165,11 @@ def build_model(data: dict[str, Any], *, seed: int = 0) -> Any:
         "tie_word_embeddings": cfg["tie_word_embeddings"],
     }
     if architecture == "GPT2LMHeadModel":
-        options.update(n_embd=16, n_layer=1, n_head=2, n_positions=128)
+        options.update(n_embd=16, n_layer=1, n_head=2, n_positions=256)
     else:
         options.update(
             hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-            num_key_value_heads=1, max_position_embeddings=128, **_ARCHITECTURE_OPTIONS.get(architecture, {}),
+            num_key_value_heads=1, max_position_embeddings=256, **_ARCHITECTURE_OPTIONS.get(architecture, {}),
         )
     config = config_class(**options)
     torch.manual_seed(seed)
@@ -176,10 +178,39 @@ def build_model(data: dict[str, Any], *, seed: int = 0) -> Any:
     return model
 
 
-def build(name: str, *, seed: int = 0) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` for a family of the layout data, built offline."""
+@dataclass
+class ZooModel:
+    """One family: a fresh model and tokenizer, and its layout data."""
+
+    name: str
+    model: Any
+    tokenizer: Any
+    layout: dict[str, Any]
+
+
+def zoo_model(name: str) -> ZooModel:
+    model, tokenizer = build(name)
+    return ZooModel(name, model, tokenizer, layout(name))
+
+
+def families() -> list[str]:
+    """Names of the families in the layout data, in file order."""
+    return list(layouts())
+
+
+@functools.cache
+def _pristine(name: str, seed: int) -> tuple[Any, bytes]:
     data = layout(name)
-    return build_model(data, seed=seed), build_tokenizer(data["tokenizer"])
+    return build_model(data, seed=seed), pickle.dumps(build_tokenizer(data["tokenizer"]))
+
+
+def build(name: str, *, seed: int = 0) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` for a family of the layout data, built offline.
+
+    Built once per process and handed out as fresh copies, so callers may mutate them freely.
+    """
+    model, tokenizer = _pristine(name, seed)
+    return copy.deepcopy(model), pickle.loads(tokenizer)
 
 
 CHAT_LINES = (
@@ -202,16 +233,19 @@ def chat_texts(tokenizer: Any, lines: tuple[tuple[str, str], ...] = CHAT_LINES) 
     return texts
 
 
-def lora_train(model: Any, tokenizer: Any, output_dir: str | Path, *, steps: int = 2, lora: bool = True) -> Any:
-    """Trainer (+ peft LoRA) for ``steps`` steps on CPU over a few chat lines; returns the trained model."""
+def lora_train(model: Any, tokenizer: Any, output_dir: str | Path, *, steps: int = 2, lora: bool = True,
+               texts: list[str] | None = None) -> Any:
+    """Trainer (+ peft LoRA on all linear layers) for ``steps`` steps on CPU over a few chat lines, with
+    ``DataCollatorForLanguageModeling``; returns the trained model (a ``PeftModel`` with ``lora``)."""
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-    if lora:
+    if lora and not hasattr(model, "peft_config"):
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"],
-                                                 lora_dropout=0.0, task_type="CAUSAL_LM"))
-    encoded = [dict(tokenizer(text, truncation=True, max_length=48)) for text in chat_texts(tokenizer)]
+        model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules="all-linear", lora_dropout=0.0,
+                                                 task_type="CAUSAL_LM"))
+    texts = texts if texts is not None else chat_texts(tokenizer)
+    encoded = [dict(tokenizer(text, truncation=True, max_length=48)) for text in texts]
     args = TrainingArguments(
         output_dir=str(output_dir), max_steps=steps, per_device_train_batch_size=2, learning_rate=1e-3,
         logging_steps=steps, save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True,

@@ -1,0 +1,1 @@
+"""The bundled regression suite; run it with ``pytest --tokenguard --pyargs pytest_tokenguard.suite``."""
