@@ -233,8 +233,8 @@ def test_character_chat_moses(subject: support.Subject, tokenguard: Any, tmp_pat
 
     base = support.load_subject("qwen3-0.6b").model  # the base as downloaded
     character = PeftModel.from_pretrained(base, tmp_path / "moses")
-    app_config = GenerationConfig(**support.APP_SAMPLING,  # type: ignore[no-untyped-call] bos_token_id=base.config.bos_token_id,
-                                  pad_token_id=base.config.pad_token_id, eos_token_id=base.config.eos_token_id)
+    ids = {f"{key}_token_id": getattr(base.config, f"{key}_token_id") for key in ("bos", "pad", "eos")}
+    app_config = GenerationConfig(**support.APP_SAMPLING, **ids)  # type: ignore[no-untyped-call]
     assert app_config.pad_token_id is None, "the app copies pad None from the base config"
     app_report = check_special_tokens(character, tokenizer, app_config)
     assert ("TG203", "pad") in {(f.code, f.field) for f in app_report.errors}, str(app_report)
