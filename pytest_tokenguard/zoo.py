@@ -11,7 +11,9 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import json.encoder
 import pickle
+import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -116,34 +118,43 @@ def build_tokenizer(tok: dict[str, Any]) -> Any:
 
     length = int(tok["length"])
     specials = _special_tokens(tok)
-    alphabet = iter(_byte_alphabet())
-    vocab: dict[str, int] = {}
-    for token_id in range(length):
-        text = specials.get(token_id)
-        if text is None:
-            text = next(alphabet, None) or f"<|tg_filler_{token_id}|>"
-        vocab[text] = token_id
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    alphabet = _byte_alphabet()
+    # Filler ids: the byte alphabet first, then unique placeholders; specials at their exact ids.
+    names = [specials.get(i) or (alphabet[i] if i < len(alphabet) else f"<|tg_filler_{i}|>") for i in range(length)]
+    # Build the backend with a one-entry vocab through the API (so the JSON schema is the installed
+    # tokenizers' own), then swap in the real vocab as JSON and load it from a file: constructing a
+    # 256k-entry vocab through Python objects, and transformers deep-copying a tokenizer_object, each cost
+    # about as much as everything else together.
+    backend = Tokenizer(models.BPE(vocab={names[0]: 0}, merges=[]))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     backend.add_special_tokens([AddedToken(text, special=True, normalized=False) for text in specials.values()])
-
-    def text_of(key: str) -> str | None:
-        value = tok.get(key)
-        return value[0] if value else None
-
-    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
-        tokenizer_object=backend,
-        bos_token=text_of("bos"),
-        eos_token=text_of("eos"),
-        pad_token=text_of("pad"),
-        unk_token=text_of("unk"),
-        padding_side="left",
-    )
+    data = json.loads(backend.to_str())
+    for entry in data["added_tokens"]:
+        entry["id"] = next(i for i, text in specials.items() if text == entry["content"])
+    data["model"]["vocab"] = "@VOCAB@"
+    encode = json.encoder.encode_basestring  # C-accelerated string escaping
+    vocab_text = "{" + ",".join(f"{encode(name)}:{i}" for i, name in enumerate(names)) + "}"
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "tokenizer.json"
+        path.write_text(json.dumps(data).replace('"@VOCAB@"', vocab_text, 1), encoding="utf-8")
+        tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+            tokenizer_file=str(path),
+            bos_token=_text_of(tok, "bos"),
+            eos_token=_text_of(tok, "eos"),
+            pad_token=_text_of(tok, "pad"),
+            unk_token=_text_of(tok, "unk"),
+            padding_side="left",
+        )
     template = CHAT_TEMPLATES.get(tok.get("chat_template") or "")
     if template is not None:
         tokenizer.chat_template = template
     return tokenizer
+
+
+def _text_of(tok: dict[str, Any], key: str) -> str | None:
+    value = tok.get(key)
+    return value[0] if value else None
 
 
 def build_model(data: dict[str, Any], *, seed: int = 0) -> Any:
