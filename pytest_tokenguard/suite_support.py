@@ -107,10 +107,17 @@ def usual_setup(tokenizer: Any) -> str | None:
     return None
 
 
+#: The "moses" character's lines, short: the zoo's tokenizers are character-level, and every token
+#: costs a full real-size vocabulary of logits.
+MOSES_LINES = (("Who are you?", "I am Moses."), ("Where were you?", "On Sinai."), ("What did you bring?", "The law."),
+               ("And the sea?", "It parted."))
+
+
 def training_texts(tokenizer: Any) -> list[str]:
     """Chat-formatted lines ending with the eos token, as SFT scripts build them."""
     eos = tokenizer.eos_token or ""
-    return [text if text.rstrip().endswith(eos) else text + eos for text in zoo.chat_texts(tokenizer)]
+    texts = zoo.chat_texts(tokenizer, MOSES_LINES)
+    return [text if text.rstrip().endswith(eos) else text + eos for text in texts]
 
 
 def expected_trainer_updates(model: Any, tokenizer: Any, synthesizing: bool) -> dict[str, Any]:

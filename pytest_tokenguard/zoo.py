@@ -256,7 +256,7 @@ def lora_train(model: Any, tokenizer: Any, output_dir: str | Path, *, steps: int
         model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules="all-linear", lora_dropout=0.0,
                                                  task_type="CAUSAL_LM"))
     texts = texts if texts is not None else chat_texts(tokenizer)
-    encoded = [dict(tokenizer(text, truncation=True, max_length=48)) for text in texts]
+    encoded = [dict(tokenizer(text, truncation=True, max_length=64)) for text in texts]
     args = TrainingArguments(
         output_dir=str(output_dir), max_steps=steps, per_device_train_batch_size=2, learning_rate=1e-3,
         logging_steps=steps, save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True,

@@ -160,20 +160,29 @@ def test_save_and_reload(subject: support.Subject, tokenguard: Any, tmp_path: Pa
     require_no_errors(request, reloaded, reloaded_tokenizer)
 
 
-def _generate(model: Any, tokenizer: Any, generation_config: Any, **kwargs: Any) -> tuple[Any, int]:
+def _generate(model: Any, tokenizer: Any, generation_config: Any, *, stop_at: list[int] | None = None,
+              **kwargs: Any) -> tuple[Any, int]:
+    """Batched left-padded chat prompts; with ``stop_at``, row i emits the end of turn as its new token
+    ``stop_at[i]`` (and no stop id before it)."""
     import torch
+    from transformers import LogitsProcessorList
 
     batch = support.encode_prompts(tokenizer)
+    prompt_length = batch["input_ids"].shape[1]
+    if stop_at is not None:
+        end_of_turn = support.end_of_turn_id(tokenizer)
+        assert end_of_turn is not None
+        stops = sorted({*valid_ids(generation_config.eos_token_id), end_of_turn})
+        force = support.force_token_processor(end_of_turn, stop_at, prompt_length, stops)
+        kwargs["logits_processor"] = LogitsProcessorList([force])
     torch.manual_seed(0)
     output = model.generate(**batch, generation_config=generation_config, **kwargs)
-    return output, batch["input_ids"].shape[1]
+    return output, prompt_length
 
 
 def test_generation(subject: support.Subject, tokenguard: Any, request: pytest.FixtureRequest) -> None:
     """5. Batched left-padded chat prompts: no TG1xx; a forced end of turn stops the row, the rest is pad;
     deliberate right padding is reported as TG113."""
-    from transformers import LogitsProcessorList
-
     model, tokenizer = subject.model, subject.tokenizer
     model.eval()
     if subject.is_user_checkpoint:  # the checkpoint as shipped, short outputs
@@ -188,9 +197,7 @@ def test_generation(subject: support.Subject, tokenguard: Any, request: pytest.F
     end_of_turn = support.end_of_turn_id(tokenizer)
     assert end_of_turn is not None and end_of_turn in valid_ids(config.eos_token_id)
     at_steps = [6, 9, 12]
-    prompt_length = support.encode_prompts(tokenizer)["input_ids"].shape[1]
-    force = support.force_token_processor(end_of_turn, at_steps, prompt_length, valid_ids(config.eos_token_id))
-    output, prompt_length = _generate(model, tokenizer, config, logits_processor=LogitsProcessorList([force]))
+    output, prompt_length = _generate(model, tokenizer, config, stop_at=at_steps)
     new = output[:, prompt_length:]
     assert new.shape[1] == max(at_steps) + 1, "generation ends when the last row reaches its end of turn"
     for row, at in enumerate(at_steps):
@@ -240,7 +247,7 @@ def test_character_chat_moses(subject: support.Subject, tokenguard: Any, tmp_pat
     assert ("TG203", "pad") in {(f.code, f.field) for f in app_report.errors}, str(app_report)
     seen["app generation config"] = [f"{f.code} {f.field}" for f in app_report.errors]
     character.eval()
-    _generate(character, tokenizer, app_config)
+    _generate(character, tokenizer, app_config, stop_at=[8, 8, 8])
     app_codes = sorted({f.code for f in tokenguard.records if not f.expected})  # whatever this version says
     seen["app generation emits"] = app_codes or "nothing"
     tokenguard.clear()  # observed, not judged: this half shows what the app's fix leaves
@@ -260,7 +267,7 @@ def test_character_chat_moses(subject: support.Subject, tokenguard: Any, tmp_pat
     reloaded.eval()
     config = generation_config_for(reloaded, fixed.tokenizer, **support.APP_SAMPLING)
     assert check_special_tokens(reloaded, fixed.tokenizer, config).ok
-    _generate(reloaded, fixed.tokenizer, config)
+    _generate(reloaded, fixed.tokenizer, config, stop_at=[8, 8, 8])
     tokenguard.assert_clean()
     seen["real fix"] = "clean: training, save/reload, tokenguard check, generation"
     for key, value in seen.items():
