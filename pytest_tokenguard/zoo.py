@@ -12,7 +12,6 @@ import copy
 import functools
 import json
 import json.encoder
-import pickle
 import tempfile
 from dataclasses import dataclass
 from importlib import resources
@@ -111,21 +110,18 @@ def _byte_alphabet() -> tuple[str, ...]:
     return tuple(sorted(pre_tokenizers.ByteLevel.alphabet()))
 
 
-def build_tokenizer(tok: dict[str, Any]) -> Any:
-    """A byte-level BPE tokenizer (no merges) of exactly ``tok['length']`` tokens."""
+def tokenizer_json(tok: dict[str, Any]) -> str:
+    """``tokenizer.json`` text of a byte-level BPE tokenizer (no merges) of exactly ``tok['length']`` tokens:
+    the byte alphabet, then unique fillers, with the special tokens at their exact ids."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
 
     length = int(tok["length"])
     specials = _special_tokens(tok)
     alphabet = _byte_alphabet()
-    # Filler ids: the byte alphabet first, then unique placeholders; specials at their exact ids.
-    names = [specials.get(i) or (alphabet[i] if i < len(alphabet) else f"<|tg_filler_{i}|>") for i in range(length)]
-    # Build the backend with a one-entry vocab through the API (so the JSON schema is the installed
-    # tokenizers' own), then swap in the real vocab as JSON and load it from a file: constructing a
-    # 256k-entry vocab through Python objects, and transformers deep-copying a tokenizer_object, each cost
-    # about as much as everything else together.
-    backend = Tokenizer(models.BPE(vocab={names[0]: 0}, merges=[]))
+    # The backend is built through the API with a one-entry vocab (so the JSON schema is the installed
+    # tokenizers' own); the real vocab is spliced in as text. Building a 256k-entry vocab through Python
+    # objects costs more than everything else together.
+    backend = Tokenizer(models.BPE(vocab={alphabet[0]: 0}, merges=[]))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     backend.add_special_tokens([AddedToken(text, special=True, normalized=False) for text in specials.values()])
@@ -134,10 +130,21 @@ def build_tokenizer(tok: dict[str, Any]) -> Any:
         entry["id"] = next(i for i, text in specials.items() if text == entry["content"])
     data["model"]["vocab"] = "@VOCAB@"
     encode = json.encoder.encode_basestring  # C-accelerated string escaping
-    vocab_text = "{" + ",".join(f"{encode(name)}:{i}" for i, name in enumerate(names)) + "}"
+    names = list(alphabet[:length])
+    entries = [f"{encode(name)}:{i}" for i, name in enumerate(names) if i not in specials]
+    entries += [f'"<|tg_filler_{i}|>":{i}' for i in range(len(names), length) if i not in specials]
+    entries += [f"{encode(text)}:{i}" for i, text in specials.items()]
+    return json.dumps(data).replace('"@VOCAB@"', "{" + ",".join(entries) + "}", 1)
+
+
+def tokenizer_from_json(text: str, tok: dict[str, Any]) -> Any:
+    """A transformers fast tokenizer from ``tokenizer_json`` text, with the family's special tokens and template."""
+    from transformers import PreTrainedTokenizerFast
+
+    # From a file: passing a tokenizer object makes transformers deep-copy it, which costs as much again.
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "tokenizer.json"
-        path.write_text(json.dumps(data).replace('"@VOCAB@"', vocab_text, 1), encoding="utf-8")
+        path.write_text(text, encoding="utf-8")
         tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
             tokenizer_file=str(path),
             bos_token=_text_of(tok, "bos"),
@@ -150,6 +157,11 @@ def build_tokenizer(tok: dict[str, Any]) -> Any:
     if template is not None:
         tokenizer.chat_template = template
     return tokenizer
+
+
+def build_tokenizer(tok: dict[str, Any]) -> Any:
+    """A byte-level BPE tokenizer (no merges) of exactly ``tok['length']`` tokens, specials at their ids."""
+    return tokenizer_from_json(tokenizer_json(tok), tok)
 
 
 def _text_of(tok: dict[str, Any], key: str) -> str | None:
@@ -210,9 +222,9 @@ def families() -> list[str]:
 
 
 @functools.cache
-def _pristine(name: str, seed: int) -> tuple[Any, bytes]:
+def _pristine(name: str, seed: int) -> tuple[Any, str]:
     data = layout(name)
-    return build_model(data, seed=seed), pickle.dumps(build_tokenizer(data["tokenizer"]))
+    return build_model(data, seed=seed), tokenizer_json(data["tokenizer"])
 
 
 def build(name: str, *, seed: int = 0) -> tuple[Any, Any]:
@@ -220,8 +232,8 @@ def build(name: str, *, seed: int = 0) -> tuple[Any, Any]:
 
     Built once per process and handed out as fresh copies, so callers may mutate them freely.
     """
-    model, tokenizer = _pristine(name, seed)
-    return copy.deepcopy(model), pickle.loads(tokenizer)
+    model, text = _pristine(name, seed)
+    return copy.deepcopy(model), tokenizer_from_json(text, layout(name)["tokenizer"])
 
 
 CHAT_LINES = (
