@@ -130,9 +130,11 @@ def tokenizer_json(tok: dict[str, Any]) -> str:
         entry["id"] = next(i for i, text in specials.items() if text == entry["content"])
     data["model"]["vocab"] = "@VOCAB@"
     encode = json.encoder.encode_basestring  # C-accelerated string escaping
-    names = list(alphabet[:length])
-    entries = [f"{encode(name)}:{i}" for i, name in enumerate(names) if i not in specials]
-    entries += [f'"<|tg_filler_{i}|>":{i}' for i in range(len(names), length) if i not in specials]
+    # the alphabet fills the first ids that are not special, in order; placeholders the rest
+    plain = [i for i in range(min(length, len(alphabet) + len(specials))) if i not in specials][:len(alphabet)]
+    entries = [f"{encode(char)}:{i}" for char, i in zip(alphabet, plain, strict=False)]
+    start = plain[-1] + 1 if plain else 0
+    entries += [f'"<|tg_filler_{i}|>":{i}' for i in range(start, length) if i not in specials]
     entries += [f"{encode(text)}:{i}" for i, text in specials.items()]
     return json.dumps(data).replace('"@VOCAB@"', "{" + ",".join(entries) + "}", 1)
 
