@@ -37,6 +37,8 @@ class Subject:
     tokenizer: Any
     #: the family's layout data, or None for the user's checkpoint
     data: dict[str, Any] | None
+    #: the user's checkpoint folder (the base the adapter is reloaded onto)
+    path: Path | None = None
 
     @property
     def is_user_checkpoint(self) -> bool:
@@ -70,7 +72,7 @@ def load_subject(name: str, model_path: str | None = None, adapter_path: str | N
     if name.startswith(USER_PREFIX):
         assert model_path is not None
         model, tokenizer = _user_pristine(model_path, adapter_path)
-        return Subject(name, copy.deepcopy(model), pickle.loads(tokenizer), None)
+        return Subject(name, copy.deepcopy(model), pickle.loads(tokenizer), None, Path(model_path))
     model, tokenizer = zoo.build(name)
     return Subject(name, model, tokenizer, zoo.layout(name))
 
