@@ -394,3 +394,26 @@ def trainer_fix_lines(updated: dict[str, int | list[int] | None]) -> list[str]:
         else:
             lines.append(f"model.generation_config.{name} = {source}  # {shown}")
     return lines
+
+
+def version_key(version: str) -> tuple[int, int, int]:
+    """``"4.56.0"`` / ``"5.0.0rc1"`` -> ``(4, 56, 0)`` for range comparisons."""
+    parts = []
+    for piece in version.split(".")[:3]:
+        match = re.match(r"\d+", piece)  # "0rc1" -> 0
+        parts.append(int(match.group()) if match else 0)
+    while len(parts) < 3:
+        parts.append(0)
+    return parts[0], parts[1], parts[2]
+
+
+def exists_in(entry: Entry, version: str) -> bool:
+    """Whether transformers ``version`` has this message (first <= version <= last)."""
+    key = version_key(version)
+    return version_key(entry.first) <= key and (entry.last is None or key <= version_key(entry.last))
+
+
+def active_entries(version: str) -> list[Entry]:
+    """The catalog entries whose message exists in transformers ``version``."""
+    return [entry for entry in ENTRIES if exists_in(entry, version)]
+

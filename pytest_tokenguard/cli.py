@@ -52,7 +52,46 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--format", choices=("text", "json"), default="text")
     check.add_argument("--strict", action="store_true", help="warnings fail too")
     commands.add_parser("codes", help="list the static check codes")
+    catalog = commands.add_parser(
+        "catalog", help="the runtime codes (TG1xx) whose message exists in the installed transformers",
+        description="Entries active for the installed transformers (or --transformers-version), with their "
+                    "regexes and fix hints. Reads the installed version from package metadata; imports nothing.",
+    )
+    catalog.add_argument("--transformers-version", metavar="X.Y.Z", help="instead of the installed version")
+    catalog.add_argument("--all", action="store_true", help="every entry, with the versions it exists in")
+    catalog.add_argument("--format", choices=("text", "json"), default="text")
     return parser
+
+
+def _catalog(args: argparse.Namespace) -> int:
+    from importlib import metadata
+
+    from .catalog import ENTRIES, active_entries, exists_in
+
+    version = args.transformers_version
+    if version is None:
+        try:
+            version = metadata.version("transformers")
+        except metadata.PackageNotFoundError:
+            if not args.all:
+                print("tokenguard: error: transformers is not installed; pass --transformers-version or --all",
+                      file=sys.stderr)
+                return EXIT_USAGE
+    entries = list(ENTRIES) if args.all else active_entries(version)
+    rows = [{"code": e.code, "title": e.title, "channel": e.channel, "first": e.first, "last": e.last,
+             "active": bool(version) and exists_in(e, version), "pattern": e.pattern.pattern, "fix": e.fix}
+            for e in entries]
+    if args.format == "json":
+        print(json.dumps({"transformers": version, "entries": rows}, indent=2, sort_keys=True))
+        return EXIT_CLEAN
+    heading = "every entry" if args.all else f"entries active in transformers {version}"
+    print(f"tokenguard catalog: {heading} ({len(rows)})")
+    for row in rows:
+        span = f"{row['first']}-{row['last'] or 'current'}"
+        print(f"\n{row['code']}  {row['title']}  [{row['channel']}, transformers {span}]")
+        print(f"  regex: {row['pattern']}")
+        print(f"  fix:   {row['fix']}")
+    return EXIT_CLEAN
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -85,6 +124,8 @@ def _check(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "catalog":
+        return _catalog(args)
     if args.command == "codes":
         for code in STATIC_CODES.values():
             print(f"{code.code}  {code.severity:<13}  {code.title}")

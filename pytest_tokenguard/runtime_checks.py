@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from . import capture
 from .alignment import current_alignment
-from .catalog import BY_CODE
+from .catalog import BY_CODE, version_key
 from .checks import STATIC_CODES, check_layout
 from .layout import TokenLayout
 from .objects import layout_from_objects
@@ -70,8 +70,8 @@ def installed_transformers() -> str | None:
 
 
 def version_tuple(version: str) -> tuple[int, int]:
-    parts = [*version.split("."), "0"][:2]
-    return int("".join(ch for ch in parts[0] if ch.isdigit()) or 0), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)
+    major, minor, _ = version_key(version)
+    return major, minor
 
 
 def trainer_aligns(version: str | None) -> bool:

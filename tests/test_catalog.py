@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from pytest_tokenguard.catalog import BY_CODE, RUNTIME_CODES, classify, parse_updated_tokens, trainer_fix_lines
+from pytest_tokenguard.catalog import BY_CODE, ENTRIES, RUNTIME_CODES, classify, parse_updated_tokens, trainer_fix_lines
 
 W = logging.WARNING
 MASK = "Please pass your input's `attention_mask` to obtain reliable results."
@@ -164,3 +164,30 @@ def test_classify_never_raises_and_fallback_needs_a_token_word(text: str, level:
     if match is not None and match.code == "TG100":
         assert level >= logging.WARNING
         assert any(word in text.lower() for word in ("bos", "eos", "pad", "special", "attention", "padding"))
+
+
+def test_entries_know_the_versions_their_message_exists_in() -> None:
+    from pytest_tokenguard.catalog import active_entries, exists_in, version_key
+
+    assert version_key("5.0.0rc1") == (5, 0, 0) and version_key("4.56") == (4, 56, 0)
+    old = {e.code for e in active_entries("4.46.3")}
+    new = {e.code for e in active_entries("5.24.0")}
+    assert "TG101" not in old and "TG101" in new  # the Trainer aligns from 4.56
+    assert "TG110" in old and "TG110" not in new  # removed in 5.13
+    tg101 = next(e for e in ENTRIES if e.code == "TG101")
+    assert exists_in(tg101, "4.56.0") and not exists_in(tg101, "4.55.4")
+
+
+def test_catalog_command(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from pytest_tokenguard.cli import main
+
+    assert main(["catalog", "--transformers-version", "4.46.3", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["transformers"] == "4.46.3" and all(e["active"] for e in data["entries"])
+    assert "TG101" not in {e["code"] for e in data["entries"]}
+    assert main(["catalog", "--all"]) == 0
+    text = capsys.readouterr().out
+    assert f"every entry ({len(ENTRIES)})" in text and "TG101  Trainer rewrote special tokens" in text
+    assert "  regex: The tokenizer has new PAD/BOS/EOS tokens" in text
