@@ -20,7 +20,7 @@ from .catalog import classify, parse_updated_tokens
 from .layout import FIELDS, TokenLayout, id_list, valid_ids
 from .objects import base_model, layout_from_objects, text_config, tokenizer_end_of_turn, unwrap_tokenizer
 
-_TRAP_LOCK = threading.Lock()
+_TRAP_LOCK = threading.RLock()  # re-entrant: a tokenizer property may predict again
 
 
 def current_alignment(layout: TokenLayout) -> dict[str, Any]:
@@ -61,11 +61,16 @@ class _Trap:
         self.updated: list[dict[str, Any]] = []
 
     def warning(self, msg: Any, *args: Any, **kwargs: Any) -> None:
-        text = str(msg) % args if args else str(msg)
-        match = classify(text, 30)
-        if threading.get_ident() == self.owner and match is not None and match.code == "TG101":
-            self.updated.append(parse_updated_tokens(match.groups.get("updated", "{}")) or {})
-            return
+        if threading.get_ident() == self.owner:
+            try:
+                text = str(msg) % args if args else str(msg)
+            except (TypeError, ValueError):
+                text = str(msg)
+            match = classify(text, 30)
+            if match is not None and match.code == "TG101":
+                self.updated.append(parse_updated_tokens(match.groups.get("updated", "{}")) or {})
+                return
+        kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1  # the caller, not this stand-in
         self.real.warning(msg, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:

@@ -187,11 +187,13 @@ def check_layout(layout: TokenLayout) -> Report:
         if model is not None and tokenizer is not None:
             cfg = model[name]
             if tok is not None and tok not in id_list(cfg):
+                # the Trainer keeps a declared eos list and puts the tokenizer's eos first
+                new = [tok, *id_list(cfg)] if name == "eos" and isinstance(cfg, (list, tuple)) else tok
                 found.append(_finding(
                     "TG201", "error", name, {"model": cfg, "tokenizer": tok},
                     f"model config {name} {d(cfg)} vs tokenizer {name} {d(tok)}: Trainer.train() rewrites the "
-                    f"model config to {tok}",
-                    f"{_assignment('model.config', name, tok)}  (or align_special_tokens(model, tokenizer))"))
+                    f"model config to {new}",
+                    f"{_assignment('model.config', name, new)}  (or align_special_tokens(model, tokenizer))"))
             elif tok is None and cfg is not None:
                 found.append(_finding(
                     "TG201", "warning", name, {"model": cfg, "tokenizer": None},
@@ -217,10 +219,12 @@ def check_layout(layout: TokenLayout) -> Report:
         # TG203: generate() uses the generation config; the Trainer rewrites it to the tokenizer's value.
         if generation is not None and tok is not None and tok not in id_list(generation[name]):
             gen = generation[name]
+            # an eos list keeps its stop ids (and the chat end of turn) with the tokenizer's eos added
+            new = [tok, *valid_ids(gen)] if name == "eos" and valid_ids(gen) else tok
             found.append(_finding(
                 "TG203", "error", name, {"generation": gen, "tokenizer": tok},
                 f"generation config {name} {d(gen)} vs tokenizer {name} {d(tok)}",
-                f"{_assignment('model.generation_config', name, tok)}  (or align_special_tokens(model, tokenizer))"))
+                f"{_assignment('model.generation_config', name, new)}  (or align_special_tokens(model, tokenizer))"))
 
     # TG204: every declared id must be an int the model can embed.
     rows = layout.rows

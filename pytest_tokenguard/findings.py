@@ -69,6 +69,22 @@ class TestRecorder:
         self._index: dict[tuple[str, str, str, str, bool], Finding] = {}
         self._scopes: list[_ExpectScope] = []
         self._lock = threading.Lock()
+        #: what the test recorded with tokenguard.observe()/snapshot()/check(), for baselines
+        self.observations: dict[str, Any] = {}
+
+    def observe(self, key: str, value: Any) -> None:
+        with self._lock:
+            self.observations[key] = value
+
+    def observed(self) -> dict[str, Any]:
+        """The test's token behaviour so far: codes with counts, Trainer updates, and its observations."""
+        with self._lock:
+            codes: dict[str, int] = {}
+            for finding in self.findings:
+                codes[finding.code] = codes.get(finding.code, 0) + finding.count
+            updates = [f.details["updated_tokens"] for f in self.findings
+                       if f.code == "TG101" and "updated_tokens" in f.details]
+            return {"codes": dict(sorted(codes.items())), "trainer_updates": updates, **self.observations}
 
     def sink(self, logger: str, level: int, message: str, channel: str) -> None:
         match = classify(message, level)

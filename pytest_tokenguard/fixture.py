@@ -70,12 +70,32 @@ class TokenGuard:
         Returns the report; raises :class:`TokenAlignmentError` on failing findings.
         """
         report = check_special_tokens(model, tokenizer, generation_config)
+        checks = self._recorder.observations.setdefault("checks", [])
+        checks.append(sorted(f"{f.code} {f.field} {f.severity}" for f in report.findings))
         failing = report.failing(strict=self._strict if strict is None else strict)
         for finding in failing:  # an allow entry that covers a finding is in use, not stale
             self._recorder.credit_allow(finding.code)
         failing = [f for f in failing if f.code not in self._recorder.allow]
         if failing:
             raise TokenAlignmentError(report, failing)
+        return report
+
+    def observe(self, key: str, value: Any) -> None:
+        """Record a JSON-able observation of this test (compared by ``--tokenguard-baseline``)."""
+        self._recorder.observe(key, value)
+
+    def snapshot(self, model: Any, tokenizer: Any = None, generation_config: Any = None, *,
+                 name: str = "default") -> Report:
+        """Add this layout (ids, token strings, static findings) to the test's baseline entry."""
+        report = check_special_tokens(model, tokenizer, generation_config)
+        layout = report.layout
+        snapshots = self._recorder.observations.setdefault("snapshots", {})
+        snapshots[name] = {
+            "model_config": layout.model, "generation_config": layout.generation, "tokenizer": layout.tokenizer,
+            "end_of_turn": list(layout.end_of_turn) if layout.end_of_turn else None,
+            "strings": {str(k): v for k, v in sorted(layout.token_strings.items())},
+            "findings": sorted(f"{f.code} {f.field} {f.severity}" for f in report.findings),
+        }
         return report
 
     def clear(self) -> None:

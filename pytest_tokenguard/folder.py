@@ -43,6 +43,7 @@ class _Tokenizer:
     template: Any
     variables: dict[str, str | None]
     files: list[str] = field(default_factory=list)
+    backend: _TokenizerJson | None = None
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -211,16 +212,37 @@ class _TokenizerJson:
         if self.vocab is not None:
             return self.vocab.get(text)
         assert self.vocab_span is not None
-        needle = json.dumps(text, ensure_ascii=False).encode("utf-8")
-        pattern = re.compile(re.escape(needle) + rb"\s*:\s*(\d+)")
         start, end = self.vocab_span
-        for match in pattern.finditer(self.data, start, end):
-            if self.data[match.start() - 1:match.start()] in (b"{", b",", b" ", b"\n", b"\t", b"\r"):
-                try:
-                    return int(match.group(1))
-                except ValueError:  # more digits than int() converts
-                    raise FolderError(f"{self.path}: the id of {text!r} in model.vocab is not a usable int") from None
+        # tokenizers writes raw UTF-8; a file re-saved by Python's json may use \uXXXX escapes instead
+        for ascii_only in (False, True):
+            needle = json.dumps(text, ensure_ascii=ascii_only).encode("utf-8")
+            pattern = re.compile(re.escape(needle) + rb"\s*:\s*(\d+)")
+            for match in pattern.finditer(self.data, start, end):
+                if self.data[match.start() - 1:match.start()] in (b"{", b",", b" ", b"\n", b"\t", b"\r"):
+                    try:
+                        return int(match.group(1))
+                    except ValueError:  # more digits than int() converts
+                        raise FolderError(
+                            f"{self.path}: the id of {text!r} in model.vocab is not a usable int") from None
+            if text.isascii():
+                break
         return None
+
+    def token_for_id(self, token_id: int) -> str | None:
+        """The vocab string of ``token_id`` (display only)."""
+        if self.vocab is not None:
+            return next((text for text, i in self.vocab.items() if i == token_id), None)
+        assert self.vocab_span is not None
+        start, end = self.vocab_span
+        match = re.compile(rb'"((?:[^"\\]|\\.)*)"\s*:\s*' + str(token_id).encode() + rb"\s*[,}]").search(
+            self.data, start, end)
+        if match is None:
+            return None
+        try:
+            value: str = json.loads(b'"' + match.group(1) + b'"')
+        except ValueError:
+            return None
+        return value
 
 
 def _read_tokenizer(folder: Path) -> _Tokenizer | None:
@@ -290,7 +312,7 @@ def _read_tokenizer(folder: Path) -> _Tokenizer | None:
     elif os.path.lexists(json_template_path):
         template = read_json(json_template_path).get("chat_template")
         files.append(str(json_template_path))
-    return _Tokenizer(ids, strings, length, template, variables, files)
+    return _Tokenizer(ids, strings, length, template, variables, files, backend)
 
 
 def _ids(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -298,8 +320,14 @@ def _ids(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _text_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The language model's config; keys a nested ``text_config`` leaves out come from the top level
+    (transformers 4.x saves only non-default values in nested configs)."""
     nested = config.get("text_config")
-    return nested if isinstance(nested, dict) else config
+    if not isinstance(nested, dict):
+        return config
+    merged = {key: config[key] for key in ("vocab_size", *(f"{n}_token_id" for n in FIELDS)) if key in config}
+    merged.update(nested)
+    return merged
 
 
 @dataclass
@@ -373,8 +401,13 @@ def read_folder(path: str | Path, adapter: str | Path | None = None) -> FolderLa
         for source in (layout.model, layout.generation, layout.tokenizer):
             for name in FIELDS:
                 for value in id_list(source[name]) if source else []:
-                    if is_id(value) and value in by_id:
-                        layout.token_strings[value] = by_id[value]
+                    if not is_id(value) or value < 0:
+                        continue
+                    text = by_id.get(value)
+                    if text is None and tokenizer.backend is not None and value < (layout.tokenizer_length or 0):
+                        text = tokenizer.backend.token_for_id(value)  # a plain vocab token, as the object API shows
+                    if text is not None:
+                        layout.token_strings[value] = text
         if layout.end_of_turn is not None and is_id(layout.end_of_turn[1]):
             layout.token_strings[layout.end_of_turn[1]] = layout.end_of_turn[0]
     return FolderLayout(layout, files, adapter_config)

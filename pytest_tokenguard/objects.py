@@ -94,8 +94,9 @@ def layout_from_objects(model_or_config: Any, tokenizer: Any = None, generation_
         vocab_size=getattr(config, "vocab_size", None),
     )
     if tokenizer is not None:
-        layout.tokenizer_length = len(tokenizer)
         strings = _special_strings(tokenizer)
+        # highest id + 1, as the folder reader counts: ids past the embedding rows are what matters
+        layout.tokenizer_length = max([len(tokenizer), *(i + 1 for i in strings.values() if isinstance(i, int))])
         layout.end_of_turn, note = tokenizer_end_of_turn(tokenizer, strings)
         if note:
             layout.notes.append(note)

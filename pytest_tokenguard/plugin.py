@@ -7,16 +7,17 @@ import warnings
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _pytest._code.code import TerminalRepr
 from _pytest._io import TerminalWriter
 
-from . import capture, runtime_checks, zoo
+from . import baseline, capture, runtime_checks, zoo
 from .allowlist import MARKER, AllowError, allow_label, parse_marker, split_codes
 from .findings import TestRecorder, format_findings, headline
 from .fixture import TokenGuard
-from .reporting import REPORT_ATTRIBUTE, SessionResults, TestResult, write_json_atomic
+from .reporting import REPORT_ATTRIBUTE, SessionResults, TestResult, package_versions, write_json_atomic
 from .suite_support import checkpoint_problem
 
 
@@ -47,8 +48,25 @@ class _State:
     global_allow: dict[str, str]
     report_path: Path | None
     strict: bool = False
+    baseline: _Baseline | None = None
     results: SessionResults = field(default_factory=SessionResults)
     any_guarded: bool = False
+
+
+@dataclass
+class _Baseline:
+    path: Path
+    #: entries of the existing file (None: no file yet, this run records it)
+    entries: dict[str, dict[str, Any]] | None
+    update: bool
+    strict: bool
+    versions: dict[str, Any]
+    collected: set[str] = field(default_factory=set)
+    deselected: set[str] = field(default_factory=set)
+
+    @property
+    def comparing(self) -> bool:
+        return self.entries is not None and not self.update
 
 
 @dataclass(frozen=True)
@@ -60,6 +78,7 @@ class _Plan:
 STATE = pytest.StashKey[_State]()
 PLAN = pytest.StashKey[_Plan]()
 RECORDER = pytest.StashKey[TestRecorder]()
+OBSERVED = pytest.StashKey[dict[str, Any]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -86,6 +105,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="run the bundled suite (--pyargs pytest_tokenguard.suite) on this local checkpoint folder instead of the zoo",
     )
     group.addoption("--tokenguard-adapter", metavar="PATH", help="with --tokenguard-model: a local peft adapter folder")
+    group.addoption(
+        "--tokenguard-baseline", metavar="PATH",
+        help="record (when PATH does not exist) or compare the token behaviour of tests that use the tokenguard fixture",
+    )
+    group.addoption("--tokenguard-update-baseline", action="store_true", help="rewrite the baseline with this run")
+    group.addoption("--tokenguard-baseline-strict", action="store_true",
+                    help="fail the run when the baseline has entries for tests that no longer exist")
     parser.addini("tokenguard", type="bool", default=False, help="enable tokenguard for every test")
     parser.addini("tokenguard_allow", type="linelist", default=[], help="codes allowed in every test")
     parser.addini("tokenguard_strict", type="bool", default=False, help="warning-severity TG2xx findings fail too")
@@ -117,10 +143,26 @@ def pytest_configure(config: pytest.Config) -> None:
     strict = _flag(config, "tokenguard_strict")
     runtime_checks.configure(runtime_checks.Options(synthesize, _flag(config, "tokenguard_calls"), strict))
     state = _State(enabled, {code: allow_label("global", code) for code in codes}, Path(report) if report else None,
-                   strict)
+                   strict, _load_baseline(config))
     state.results.global_allows = sorted(state.global_allow.values())
     config.stash[STATE] = state
     config.pluginmanager.register(_SessionHooks(config), "tokenguard-session")
+
+
+def _load_baseline(config: pytest.Config) -> _Baseline | None:
+    path = config.getoption("tokenguard_baseline")
+    if not path:
+        if config.getoption("tokenguard_update_baseline") or config.getoption("tokenguard_baseline_strict"):
+            raise pytest.UsageError("tokenguard: --tokenguard-update-baseline/--tokenguard-baseline-strict need "
+                                    "--tokenguard-baseline PATH")
+        return None
+    try:
+        entries = baseline.load(Path(path))
+    except baseline.BaselineError as exc:
+        raise pytest.UsageError(f"tokenguard: {exc}") from None
+    versions = {name: package_versions().get(name) for name in baseline.VERSION_PACKAGES}
+    return _Baseline(Path(path), entries, bool(config.getoption("tokenguard_update_baseline")),
+                     bool(config.getoption("tokenguard_baseline_strict")), versions)
 
 
 def _check_checkpoint_options(config: pytest.Config) -> None:
@@ -140,6 +182,8 @@ def _flag(config: pytest.Config, name: str) -> bool:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     state = config.stash[STATE]
+    if state.baseline is not None:
+        state.baseline.collected.update(item.nodeid for item in items)
     for item in items:
         allow: dict[str, str] = {}
         declared: list[str] = []
@@ -202,6 +246,14 @@ def pytest_runtest_makereport(
     if recorder is None:
         return report
     failing = recorder.failing(call.when) if recorder.findings else []
+    state = item.config.stash[STATE]
+    if call.when == "call" and state.baseline is not None and "tokenguard" in getattr(item, "fixturenames", ()):
+        observed = baseline.normalize(recorder.observed())
+        item.stash[OBSERVED] = observed
+        problem = _baseline_problem(state.baseline, item.nodeid, observed) if report.passed else None
+        if problem is not None:
+            report.outcome = "failed"
+            report.longrepr = FindingsRepr(problem, problem.splitlines()[0])
     if failing:
         text = format_findings(failing)
         if report.passed:
@@ -215,7 +267,7 @@ def pytest_runtest_makereport(
         del item.stash[RECORDER]
         plan = item.stash[PLAN]
         result = TestResult(item.nodeid, (report.location[0], report.location[1]), list(recorder.findings),
-                            plan.declared, sorted(recorder.matched_allows))
+                            plan.declared, sorted(recorder.matched_allows), item.stash.get(OBSERVED, None))
         setattr(report, REPORT_ATTRIBUTE, result.to_report_data())
         for finding in recorder.findings:
             flag = " (allowed)" if finding.allowed else " (expected)" if finding.expected else ""
@@ -228,6 +280,27 @@ def pytest_runtest_makereport(
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "tokenguard_zoo" in metafunc.fixturenames:
         metafunc.parametrize("tokenguard_zoo", zoo.families(), indirect=True)
+
+
+def _baseline_problem(state: _Baseline, nodeid: str, observed: dict[str, Any]) -> str | None:
+    if not state.comparing:
+        return None
+    assert state.entries is not None
+    entry = state.entries.get(nodeid)
+    if entry is None:
+        return (f"tokenguard baseline: {nodeid} has no entry in {state.path}\n"
+                "record it with --tokenguard-update-baseline")
+    diffs = baseline.differences(entry["observed"], observed)
+    if not diffs:
+        return None
+    return baseline.format_differences(nodeid, state.path, diffs, entry.get("versions", {}), state.versions)
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    if items:
+        state = items[0].config.stash.get(STATE, None)
+        if state is not None and state.baseline is not None:
+            state.baseline.deselected.update(item.nodeid for item in items)
 
 
 @pytest.fixture
@@ -286,15 +359,44 @@ class _SessionHooks:
                 )
         if state.report_path is not None:
             write_json_atomic(state.report_path, state.results.to_json())
+        if state.baseline is not None:
+            self.baseline_lines = self._finish_baseline(state.baseline, session)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        if self.state.baseline is not None:
+            self.state.baseline.collected.update(ids)
+
+    def _finish_baseline(self, state: _Baseline, session: pytest.Session) -> list[str]:
+        observed = {nodeid: {"observed": result.observed, "versions": state.versions}
+                    for nodeid, result in self.state.results.tests.items() if result.observed is not None}
+        stale = baseline.stale_entries(state.entries or {}, state.collected, state.deselected)
+        if state.entries is None or state.update:
+            kept = {k: v for k, v in (state.entries or {}).items() if k not in stale and k not in observed}
+            baseline.save(state.path, {**kept, **observed})
+            verb = "recorded" if state.entries is None else "updated"
+            lines = [f"tokenguard baseline: {verb} {state.path} ({len(observed)} tests from this run, "
+                     f"{len(kept)} kept, {len(stale)} stale removed)"]
+            return lines
+        lines = [f"tokenguard baseline: compared {len(observed)} tests with {state.path}"]
+        if stale:
+            lines.append(f"tokenguard baseline: {len(stale)} entr{'y' if len(stale) == 1 else 'ies'} for tests that "
+                         "no longer exist (remove with --tokenguard-update-baseline):")
+            lines.extend(f"  {nodeid}" for nodeid in stale)
+            if state.strict:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        return lines
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         state = self.state
-        if not (state.any_guarded or state.enabled) or _is_worker(self.config):
+        if not (state.any_guarded or state.enabled or getattr(self, "baseline_lines", None)) or _is_worker(self.config):
             return
         terminalreporter.write_sep("=", "tokenguard")
         for line in state.results.summary_lines():
             terminalreporter.write_line(line)
         for line in state.results.suite.lines():
+            terminalreporter.write_line(line)
+        for line in getattr(self, "baseline_lines", []):
             terminalreporter.write_line(line)
         if state.report_path is not None:
             terminalreporter.write_line(f"tokenguard: JSON report written to {state.report_path}")

@@ -36,6 +36,8 @@ class TestResult:
     findings: list[Finding] = field(default_factory=list)
     declared_allows: list[str] = field(default_factory=list)
     matched_allows: list[str] = field(default_factory=list)
+    #: what the test observed, for --tokenguard-baseline (None: not a baseline test)
+    observed: dict[str, Any] | None = None
 
     @property
     def failing(self) -> list[Finding]:
@@ -47,6 +49,7 @@ class TestResult:
             "findings": [f.to_dict() for f in self.findings],
             "declared_allows": self.declared_allows,
             "matched_allows": self.matched_allows,
+            "observed": self.observed,
         }
 
     @classmethod
@@ -57,6 +60,7 @@ class TestResult:
             findings=[Finding.from_dict(f) for f in data.get("findings", [])],
             declared_allows=list(data.get("declared_allows", [])),
             matched_allows=list(data.get("matched_allows", [])),
+            observed=data.get("observed"),
         )
 
 

@@ -16,9 +16,13 @@ imports it), and removed at the end of the session.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
+import importlib.abc
+import importlib.util
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -30,7 +34,7 @@ from .alignment import current_alignment
 from .catalog import BY_CODE, version_key
 from .checks import STATIC_CODES, check_layout
 from .layout import TokenLayout
-from .objects import layout_from_objects
+from .objects import layout_from_objects, unwrap_tokenizer
 
 #: First transformers release whose Trainer aligns special tokens (PR #38441).
 TRAINER_ALIGNS_SINCE = (4, 56)
@@ -99,10 +103,49 @@ def set_target(recorder: Recorder | None) -> None:
     _target = recorder
 
 
+_MODULES = ("transformers.trainer", "transformers.generation.utils")
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Wraps ``Trainer.train``/``generate`` right after their module is imported, even when that happens
+    inside a test (the first Trainer of a run is often built inside the first test that trains)."""
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name not in _MODULES or getattr(self.local, "busy", False):
+            return None
+        self.local.busy = True
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            self.local.busy = False
+        loader = getattr(spec, "loader", None)
+        if spec is None or loader is None or not hasattr(loader, "exec_module"):
+            return None
+        original = loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            original(module)
+            loader.exec_module = original
+            ensure_installed()
+
+        loader.exec_module = exec_module
+        return spec
+
+
+_finder: _AfterImport | None = None
+
+
 def ensure_installed() -> None:
     """Wrap ``Trainer.train`` / ``generate`` once their modules are imported. Cheap when done."""
+    global _finder
     if not _options.active or len(_done) == 2:
         return
+    if _finder is None:
+        _finder = _AfterImport()
+        sys.meta_path.insert(0, _finder)
     if "train" not in _done and "transformers.trainer" in sys.modules:
         _done.add("train")
         _wrap(sys.modules["transformers.trainer"].Trainer, "train", _check_train)
@@ -113,6 +156,11 @@ def ensure_installed() -> None:
 
 
 def uninstall() -> None:
+    global _finder
+    if _finder is not None:
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(_finder)
+        _finder = None
     while _patched:
         owner, name, original = _patched.pop()
         setattr(owner, name, original)
@@ -127,7 +175,8 @@ def _wrap(owner: Any, name: str, check: Callable[[Recorder, Any, tuple[Any, ...]
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         target = _target
         if target is not None and not capture.busy():
-            with capture.muted():  # what the check itself logs is not the test's
+            # What the check itself logs is not the test's; and a check must never break the call it guards.
+            with capture.muted(), contextlib.suppress(Exception):
                 check(target, self, args, kwargs)
         return original(self, *args, **kwargs)
 
@@ -146,7 +195,9 @@ def _record_static(target: Recorder, layout: TokenLayout, where: str) -> None:
 def _check_train(target: Recorder, trainer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     model = getattr(trainer, "model", None)
     processing = getattr(trainer, "processing_class", None) or getattr(trainer, "tokenizer", None)
-    if model is None or not hasattr(model, "config") or processing is None:
+    tokenizer = unwrap_tokenizer(processing)
+    # like the Trainer: only a tokenizer (or a processor carrying one) is aligned
+    if model is None or not hasattr(model, "config") or not hasattr(tokenizer, "eos_token_id"):
         return
     layout = layout_from_objects(model, processing)
     if _options.synthesizing:

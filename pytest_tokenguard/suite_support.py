@@ -192,7 +192,8 @@ def encode_prompts(tokenizer: Any, side: str = "left") -> Any:
     old = tokenizer.padding_side
     tokenizer.padding_side = side
     try:
-        return tokenizer(prompts(tokenizer), return_tensors="pt", padding=True, add_special_tokens=False)
+        return tokenizer(prompts(tokenizer), return_tensors="pt", padding=True, add_special_tokens=False,
+                         return_token_type_ids=False)
     finally:
         tokenizer.padding_side = old
 

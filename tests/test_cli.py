@@ -586,3 +586,16 @@ def test_adapter_tokenizer_takes_precedence(saved: dict[str, Saved], tmp_path: P
     data = run_cli(capsys, "check", base.path, "--adapter", bare, "--format", "json").json()
     assert data["findings"] == base.findings
     assert str(base.path / "tokenizer.json") in data["files"]
+
+
+def test_nested_text_config_takes_missing_ids_from_the_top_level(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # transformers 4.x saves only non-default values inside text_config (llava-style checkpoints)
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "text_config": {"vocab_size": 100}}))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
+        {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>",
+         "added_tokens_decoder": {"0": {"content": "<pad>"}, "1": {"content": "<s>"}, "2": {"content": "</s>"}}}))
+    run = run_cli(capsys, "check", tmp_path, "--format", "json")
+    data = run.json()
+    assert data["layout"]["model_config"] == {"bos": 1, "eos": 2, "pad": 0} and data["layout"]["vocab_size"] == 100
+    assert not [f for f in data["findings"] if f["code"] == "TG201"]

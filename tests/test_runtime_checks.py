@@ -67,3 +67,22 @@ def test_version_parsing() -> None:
     assert runtime_checks.version_tuple("5.0.0rc1") == (5, 0)
     assert runtime_checks.trainer_aligns("4.55.4") is False and runtime_checks.trainer_aligns("4.56.0") is True
     assert runtime_checks.trainer_aligns(None) is True  # unknown: trust the installed Trainer, synthesize nothing
+
+
+def test_trainer_check_ignores_processing_classes_without_a_tokenizer(qwen3: Any) -> None:
+    from pytest_tokenguard.findings import TestRecorder
+
+    class ImageProcessor:  # no tokenizer, no len(): the Trainer does not align anything here either
+        pass
+
+    class FakeTrainer:
+        model = qwen3
+        processing_class = ImageProcessor()
+
+    recorder = TestRecorder()
+    runtime_checks.configure(runtime_checks.Options(synthesize="always", calls=True))
+    try:
+        runtime_checks._check_train(recorder, FakeTrainer(), (), {})
+    finally:
+        runtime_checks.configure(runtime_checks.Options())
+    assert recorder.findings == []

@@ -58,8 +58,9 @@ def require_no_errors(request: pytest.FixtureRequest, model: Any, tokenizer: Any
         raise TokenAlignmentError(report, report.errors)
 
 
-def test_static_check(subject: support.Subject, request: pytest.FixtureRequest) -> None:
+def test_static_check(subject: support.Subject, tokenguard: Any, request: pytest.FixtureRequest) -> None:
     """1. The layout as shipped: exactly the documented findings (zoo); no error finding (your checkpoint)."""
+    tokenguard.snapshot(subject.model, subject.tokenizer, name="as shipped")
     if subject.is_user_checkpoint:
         require_no_errors(request, subject.model, subject.tokenizer)
         return
@@ -99,13 +100,14 @@ def test_lora_training(subject: support.Subject, tokenguard: Any, tmp_path: Path
     tokenguard.assert_clean()  # the expected TG101 above stays expected; anything else fails
 
 
-def test_labels_keep_eos(subject: support.Subject, request: pytest.FixtureRequest) -> None:
+def test_labels_keep_eos(subject: support.Subject, tokenguard: Any, request: pytest.FixtureRequest) -> None:
     """3. DataCollatorForLanguageModeling masks pad in the labels: where pad is an eos id, EOS goes too."""
     model, tokenizer = subject.model, subject.tokenizer
     support.usual_setup(tokenizer)
     eos_ids = valid_ids(tokenizer.eos_token_id)
     trap = tokenizer.pad_token_id in eos_ids
     raw = support.eos_labels(tokenizer, eos_ids)
+    tokenguard.observe("eos_labels", {"pad_is_eos": trap, "kept": raw.kept, "masked": raw.masked})
     assert raw.kept + raw.masked > 0, "the training texts end with eos"
     if trap:
         note_codes(request, ["TG206"], ["TG206"] if subject.is_user_checkpoint else [])
@@ -148,8 +150,10 @@ def test_save_and_reload(subject: support.Subject, tokenguard: Any, tmp_path: Pa
     base_model(trained).config.save_pretrained(tmp_path / "after-training")
 
     if subject.path is None:
-        assert not support.nulls_over_ints(before, support.saved_ids(base_dir))
+        tokenguard.observe("saved_ids", support.saved_ids(base_dir))
+    assert not support.nulls_over_ints(before, support.saved_ids(base_dir))
     after_training = support.saved_ids(tmp_path / "after-training")["config.json"]
+    tokenguard.observe("config_after_training", after_training)
     assert not support.nulls_over_ints({"config.json": before["config.json"]}, {"config.json": after_training})
 
     out = io.StringIO()
@@ -191,6 +195,7 @@ def test_generation(subject: support.Subject, tokenguard: Any, request: pytest.F
     model, tokenizer = subject.model, subject.tokenizer
     model.eval()
     if subject.is_user_checkpoint:  # the checkpoint as shipped, short outputs
+        support.usual_setup(tokenizer)  # batched prompts need a pad token to pad with
         config = copy_config(model.generation_config, max_new_tokens=8, do_sample=False)
         require_no_errors(request, model, tokenizer, config)
         _generate(model, tokenizer, config)
@@ -204,6 +209,11 @@ def test_generation(subject: support.Subject, tokenguard: Any, request: pytest.F
     at_steps = [6, 9, 12]
     output, prompt_length = _generate(model, tokenizer, config, stop_at=at_steps)
     new = output[:, prompt_length:]
+    tokenguard.observe("generation", {
+        "ids": {key: getattr(config, f"{key}_token_id") for key in ("bos", "eos", "pad")},
+        "stopped_at": [[int(token) for token in row].index(end_of_turn) if end_of_turn in row else None
+                       for row in new.tolist()],
+    })
     assert new.shape[1] == max(at_steps) + 1, "generation ends when the last row reaches its end of turn"
     for row, at in enumerate(at_steps):
         assert int(new[row, at]) == end_of_turn
@@ -277,4 +287,5 @@ def test_character_chat_moses(subject: support.Subject, tokenguard: Any, tmp_pat
     seen["real fix"] = "clean: training, save/reload, tokenguard check, generation"
     for key, value in seen.items():
         request.node.user_properties.append((f"character_chat: {key}", str(value)))
+    tokenguard.observe("character_chat", seen)
     note_codes(request, [*(["TG101"] if expected else []), *app_report.codes(), *app_codes])

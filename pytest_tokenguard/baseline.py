@@ -1,0 +1,109 @@
+"""Baseline snapshots of observed token behaviour, for upgrade regressions (``--tokenguard-baseline``).
+
+Per test: the codes emitted (with counts), the Trainer's updated tokens, and whatever the test observed
+through the ``tokenguard`` fixture (``observe``, ``snapshot``, ``check``), plus the versions of
+transformers/peft/torch. The file is stable JSON (sorted keys, no timestamps), written atomically; a
+corrupt file is an error naming it and is never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .reporting import write_json_atomic
+
+SCHEMA = 1
+VERSION_PACKAGES = ("transformers", "peft", "torch")
+
+
+class BaselineError(Exception):
+    """The baseline file cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class Difference:
+    field: str
+    old: Any
+    new: Any
+
+
+def load(path: Path) -> dict[str, dict[str, Any]] | None:
+    """The entries of the baseline at ``path`` (``None`` when there is no file yet)."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BaselineError(f"{path}: cannot read the baseline ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise BaselineError(f"{path}: corrupt baseline, malformed JSON at line {exc.lineno} column {exc.colno}; "
+                            "fix or delete it (it is never overwritten)") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("tests"), dict):
+        raise BaselineError(f"{path}: not a tokenguard baseline (expected an object with \"schema\": {SCHEMA} and "
+                            "\"tests\"); fix or delete it (it is never overwritten)")
+    tests: dict[str, dict[str, Any]] = data["tests"]
+    for nodeid, entry in tests.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("observed"), dict):
+            raise BaselineError(f"{path}: entry {nodeid!r} has no \"observed\" object; fix or delete the file")
+    return tests
+
+
+def save(path: Path, tests: dict[str, dict[str, Any]]) -> None:
+    write_json_atomic(path, {"schema": SCHEMA, "tests": dict(sorted(tests.items()))})
+
+
+def normalize(value: Any) -> Any:
+    """What JSON round-trips to: tuples become lists, keys strings (so old and new compare alike)."""
+    return json.loads(json.dumps(value, sort_keys=True, default=repr))
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(value, dict) and value:
+        for key in sorted(value):
+            _flatten(value[key], f"{prefix}.{key}" if prefix else str(key), out)
+    else:
+        out[prefix] = value
+
+
+def differences(old: dict[str, Any], new: dict[str, Any]) -> list[Difference]:
+    """Field-by-field differences (dotted paths into nested objects; lists compare whole)."""
+    flat_old: dict[str, Any] = {}
+    flat_new: dict[str, Any] = {}
+    _flatten(normalize(old), "", flat_old)
+    _flatten(normalize(new), "", flat_new)
+    missing = object()
+    result = []
+    for key in sorted(set(flat_old) | set(flat_new)):
+        before, after = flat_old.get(key, missing), flat_new.get(key, missing)
+        if before != after:
+            result.append(Difference(key, "(absent)" if before is missing else before,
+                                     "(absent)" if after is missing else after))
+    return result
+
+
+def _versions(versions: dict[str, Any]) -> str:
+    return ", ".join(f"{name} {versions.get(name)}" for name in VERSION_PACKAGES)
+
+
+def format_differences(nodeid: str, path: Path, diffs: list[Difference], old_versions: dict[str, Any],
+                       new_versions: dict[str, Any]) -> str:
+    lines = [f"tokenguard baseline: token behaviour changed since {path}",
+             f"  test: {nodeid}",
+             f"  old versions: {_versions(old_versions)}",
+             f"  new versions: {_versions(new_versions)}"]
+    for diff in diffs:
+        lines.append(f"  field {diff.field}:")
+        lines.append(f"    old: {json.dumps(diff.old, sort_keys=True)}")
+        lines.append(f"    new: {json.dumps(diff.new, sort_keys=True)}")
+    lines.append("accept the new behaviour with --tokenguard-update-baseline once it is intended")
+    return "\n".join(lines)
+
+
+def stale_entries(baseline: dict[str, dict[str, Any]], collected: set[str], deselected: set[str]) -> list[str]:
+    """Entries for tests that no longer exist: their module was collected, the test was not (nor deselected)."""
+    modules = {nodeid.split("::", 1)[0] for nodeid in collected | deselected}
+    return sorted(nodeid for nodeid in baseline
+                  if nodeid.split("::", 1)[0] in modules and nodeid not in collected and nodeid not in deselected)
