@@ -6,7 +6,7 @@ TORCH  ?= torch==2.13.0
 DEPS_STAMP := $(VENV)/.deps-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv install bench clean
+.PHONY: demo test venv install bench matrix clean
 
 $(DEPS_STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/guard_overhead.py
+	$(BIN)/python benchmarks/static_checks.py
+	$(BIN)/python benchmarks/suite_time.py
+
+# The transformers version matrix (tox.ini); MATRIX_ENVS picks some, e.g. make matrix MATRIX_ENVS=tf446,tf50
+MATRIX_ENVS ?= tf446,tf453,tf457,tf50,tf517,latest
+matrix: venv
+	$(BIN)/python -m pip install -q -c constraints.txt tox
+	$(BIN)/python -m tox -e $(MATRIX_ENVS)
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache
