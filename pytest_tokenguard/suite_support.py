@@ -240,11 +240,13 @@ def object_ids(model: Any) -> dict[str, dict[str, Any]]:
     }
 
 
-def nulls_over_ints(before: dict[str, dict[str, Any]], saved: dict[str, dict[str, Any]]) -> list[str]:
-    """Fields that held an int id before saving and were written as null (or dropped)."""
+def nulls_over_ints(before: dict[str, dict[str, Any]],
+                    saved: dict[str, dict[str, Any]]) -> list[tuple[tuple[str, str], str]]:
+    """Fields that held an int id before and were written as null (or dropped): ((file, field), message)."""
     problems = []
     for file, ids in before.items():
         for key, value in ids.items():
-            if valid_ids(value) and saved.get(file, {}).get(key) in (None, "absent"):
-                problems.append(f"{file}: {key}_token_id {value!r} saved as {saved.get(file, {}).get(key)}")
+            written = saved.get(file, {}).get(key)
+            if valid_ids(value) and written in (None, "absent"):
+                problems.append(((file, key), f"{file}: {key}_token_id {value!r} saved as {written}"))
     return problems

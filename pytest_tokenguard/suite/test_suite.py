@@ -96,8 +96,20 @@ def test_lora_training(subject: support.Subject, tokenguard: Any, tmp_path: Path
     aligned = support.load_subject(subject.name)
     support.usual_setup(aligned.tokenizer)
     align_special_tokens(aligned.model, aligned.tokenizer)
-    support.train(aligned.model, aligned.tokenizer, tmp_path / "aligned")
+    residual = residual_updates(aligned, tokenguard)
+    with expecting_trainer_updates(tokenguard, residual):
+        support.train(aligned.model, aligned.tokenizer, tmp_path / "aligned")
     tokenguard.assert_clean()  # the expected TG101 above stays expected; anything else fails
+
+
+def residual_updates(aligned: support.Subject, tokenguard: Any) -> dict[str, Any]:
+    """What the Trainer still logs after align_special_tokens: nothing from 5.18 on. transformers 4.56-5.17
+    write the tokenizer's None over a config id it does not define (Qwen's bos); align_special_tokens
+    refuses to write None, so that residual TG101 is expected there, and nothing else."""
+    residual = support.expected_trainer_updates(aligned.model, aligned.tokenizer, runtime_checks.synthesizing())
+    assert all(value is None for value in residual.values()), f"align_special_tokens left {residual}"
+    tokenguard.observe("residual_trainer_updates", residual)
+    return residual
 
 
 def test_labels_keep_eos(subject: support.Subject, tokenguard: Any, request: pytest.FixtureRequest) -> None:
@@ -143,18 +155,23 @@ def test_save_and_reload(subject: support.Subject, tokenguard: Any, tmp_path: Pa
     else:
         base_dir = tmp_path / "base"
         base_model(model).save_pretrained(base_dir)
-    trained = support.train(model, tokenizer, tmp_path / "run", steps=1)
-    before = support.object_ids(trained)
+    pristine = support.object_ids(model)
+    residual = {} if subject.is_user_checkpoint else residual_updates(subject, tokenguard)
+    with expecting_trainer_updates(tokenguard, residual):
+        trained = support.train(model, tokenizer, tmp_path / "run", steps=1)
     trained.save_pretrained(adapter_dir)
     tokenizer.save_pretrained(adapter_dir)
-    base_model(trained).config.save_pretrained(tmp_path / "after-training")
-
-    if subject.path is None:
-        tokenguard.observe("saved_ids", support.saved_ids(base_dir))
-    assert not support.nulls_over_ints(before, support.saved_ids(base_dir))
-    after_training = support.saved_ids(tmp_path / "after-training")["config.json"]
-    tokenguard.observe("config_after_training", after_training)
-    assert not support.nulls_over_ints({"config.json": before["config.json"]}, {"config.json": after_training})
+    after_dir = tmp_path / "after-training"  # what a user persists after training: the base config too
+    base_model(trained).config.save_pretrained(after_dir)
+    if getattr(base_model(trained), "generation_config", None) is not None:
+        base_model(trained).generation_config.save_pretrained(after_dir)
+    saved_after = support.saved_ids(after_dir)
+    tokenguard.observe("saved_ids_after_training", saved_after)
+    # no null over an int id, except the None the installed Trainer is known to write (expected above)
+    known = {("config.json", name.removesuffix("_token_id")) for name, value in residual.items() if value is None}
+    known |= {("generation_config.json", field) for _, field in known}
+    nulls = [problem for where, problem in support.nulls_over_ints(pristine, saved_after) if where not in known]
+    assert not nulls, nulls
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -163,7 +180,7 @@ def test_save_and_reload(subject: support.Subject, tokenguard: Any, tmp_path: Pa
 
     reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), adapter_dir)
     reloaded_tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
-    assert support.object_ids(reloaded) == before
+    assert support.object_ids(reloaded) == pristine  # the base was saved before training
     assert [reloaded_tokenizer.bos_token_id, reloaded_tokenizer.eos_token_id, reloaded_tokenizer.pad_token_id] == [
         tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id]
     require_no_errors(request, reloaded, reloaded_tokenizer)
@@ -272,7 +289,8 @@ def test_character_chat_moses(subject: support.Subject, tokenguard: Any, tmp_pat
     align_special_tokens(fixed.model, fixed.tokenizer)
     base_dir, adapter_dir = tmp_path / "fixed-base", tmp_path / "fixed-moses"
     fixed.model.save_pretrained(base_dir)
-    trained = support.train(fixed.model, fixed.tokenizer, tmp_path / "fixed-run")
+    with expecting_trainer_updates(tokenguard, residual_updates(fixed, tokenguard)):
+        trained = support.train(fixed.model, fixed.tokenizer, tmp_path / "fixed-run")
     tokenguard.assert_clean()
     trained.save_pretrained(adapter_dir)
     fixed.tokenizer.save_pretrained(adapter_dir)
