@@ -5,8 +5,9 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 DEPS_STAMP := $(VENV)/.deps-installed
 PYTEST_ARGS ?=
+comma := ,
 
-.PHONY: demo test venv install bench matrix clean
+.PHONY: demo test venv install bench matrix behaviour clean
 
 $(DEPS_STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +38,15 @@ MATRIX_ENVS ?= tf446,tf453,tf457,tf50,tf517,latest
 matrix: venv
 	$(BIN)/python -m pip install -q -c constraints.txt tox
 	$(BIN)/python -m tox -e $(MATRIX_ENVS)
+
+# docs/transformers-behaviour.md from real runs in each matrix environment (one command)
+behaviour: venv
+	$(BIN)/python -m pip install -q -c constraints.txt tox
+	for env in $(subst $(comma), ,$(MATRIX_ENVS)); do \
+		$(BIN)/python -m tox exec -e $$env -- python scripts/transformers_behaviour.py collect --out .matrix/$$env.json || exit 1; \
+	done
+	mkdir -p docs
+	$(BIN)/python scripts/transformers_behaviour.py render .matrix/*.json > docs/transformers-behaviour.md
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache
