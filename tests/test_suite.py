@@ -14,6 +14,7 @@ import pytest
 from pytest_tokenguard import align_special_tokens, zoo
 from pytest_tokenguard.findings import Finding
 from pytest_tokenguard.reporting import SUITE_CODES_PROPERTY, SUITE_PROPERTY, SuiteTable
+from pytest_tokenguard.suite_support import add_dedicated_pad
 
 STEPS = ["static_check", "lora_training", "labels_keep_eos", "save_and_reload", "generation"]
 
@@ -71,12 +72,16 @@ def test_family_names_in_test_ids_select_with_k(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    # aligned: TinyLlama's layout with a dedicated pad token, so its tokenizer defines bos, eos and pad (no
+    # transformers version has anything left to rewrite; a Qwen tokenizer has no bos, which 4.56-5.17 still
+    # write as None) and EOS labels survive the collator
     folders = {}
-    for name, fix in (("misaligned", False), ("aligned", True)):
-        model, tokenizer = zoo.build("qwen3-0.6b")
+    for name, family, fix in (("misaligned", "qwen3-0.6b", False), ("aligned", "tinyllama-1.1b-chat-v1.0", True)):
+        model, tokenizer = zoo.build(family)
         if fix:
+            add_dedicated_pad(model, tokenizer)
             align_special_tokens(model, tokenizer)
-        folder = tmp_path_factory.mktemp(name) / f"qwen3-{name}"
+        folder = tmp_path_factory.mktemp(name) / f"{family.split('-')[0]}-{name}"
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         folders[name] = folder

@@ -76,9 +76,12 @@ def expecting_trainer_updates(tokenguard: Any, expected: dict[str, Any]) -> Iter
     if not expected:
         yield
         return
+    # identical records are counted, not repeated: "logged in this block" is a new record or a higher count
+    counts = {id(f): f.count for f in tokenguard.records}
     with tokenguard.expect("TG101"):
         yield
-    logged = [f.details.get("updated_tokens") for f in tokenguard.records if f.code == "TG101"]
+    logged = [f.details.get("updated_tokens") for f in tokenguard.records
+              if f.code == "TG101" and f.count > counts.get(id(f), 0)]
     assert logged and all(value == expected for value in logged), f"predicted {expected}, logged {logged}"
 
 
@@ -104,10 +107,15 @@ def test_lora_training(subject: support.Subject, tokenguard: Any, tmp_path: Path
 
 def residual_updates(aligned: support.Subject, tokenguard: Any) -> dict[str, Any]:
     """What the Trainer still logs after align_special_tokens: nothing from 5.18 on. transformers 4.56-5.17
-    write the tokenizer's None over a config id it does not define (Qwen's bos); align_special_tokens
-    refuses to write None, so that residual TG101 is expected there, and nothing else."""
+    have two known bugs no alignment can avoid: they write the tokenizer's None over a config id it does
+    not define (Qwen's bos; align_special_tokens refuses to write None), and they always "update" an eos
+    declared as a list (Gemma's [1, 107]) because an int never equals a list. Those residuals are expected
+    there, and nothing else."""
     residual = support.expected_trainer_updates(aligned.model, aligned.tokenizer, runtime_checks.synthesizing())
-    assert all(value is None for value in residual.values()), f"align_special_tokens left {residual}"
+    config_eos = base_model(aligned.model).config.eos_token_id
+    for name, value in residual.items():
+        list_collapse = name == "eos_token_id" and isinstance(config_eos, list) and value in config_eos
+        assert value is None or list_collapse, f"align_special_tokens left {residual}"
     tokenguard.observe("residual_trainer_updates", residual)
     return residual
 
