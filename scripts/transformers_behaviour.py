@@ -68,11 +68,13 @@ def collect() -> dict[str, Any]:
     return {"versions": {k: versions.get(k) for k in ("transformers", "peft", "torch")}, "families": results}
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, counts: bool) -> str:
     if value in ({}, [], None):
         return "—"
     if isinstance(value, dict):
-        return ", ".join(f"{k} x{v}" if isinstance(v, int) else f"{k}={v}" for k, v in value.items())
+        if counts:
+            return ", ".join(f"{k} x{v}" for k, v in value.items())
+        return ", ".join(f"{k} {json.dumps(v)}" for k, v in value.items())
     return json.dumps(value).replace("|", "\\|")
 
 
@@ -107,7 +109,7 @@ def render(runs: list[dict[str, Any]]) -> str:
                 value = run["families"].get(family, {}).get(key)
                 if key == "saved_after_training" and value:
                     value = value.get("config.json")
-                cells.append(_cell(value))
+                cells.append(_cell(value, counts=key.endswith("_codes")))
             lines.append(f"| {family} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
