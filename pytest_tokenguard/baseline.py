@@ -61,7 +61,7 @@ def normalize(value: Any) -> Any:
 
 
 def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
-    if isinstance(value, dict) and value:
+    if isinstance(value, dict):  # an empty object adds no field: {} and {"a": 1} differ in "a" only
         for key in sorted(value):
             _flatten(value[key], f"{prefix}.{key}" if prefix else str(key), out)
     else:
