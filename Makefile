@@ -7,7 +7,7 @@ DEPS_STAMP := $(VENV)/.deps-installed
 PYTEST_ARGS ?=
 comma := ,
 
-.PHONY: demo test venv install bench matrix behaviour clean
+.PHONY: demo test venv install bench matrix behaviour baseline-roundtrip clean
 
 $(DEPS_STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,9 +39,21 @@ matrix: venv
 	$(BIN)/python -m pip install -q -c constraints.txt tox
 	$(BIN)/python -m tox -e $(MATRIX_ENVS)
 
+# Record a baseline of the bundled suite (Qwen3 layout) under transformers 4.57, compare it under the
+# latest: the run must fail with the diff (4.57 writes None over bos; 5.18+ keeps it).
+ROUNDTRIP_ARGS := --tokenguard --pyargs pytest_tokenguard.suite -p no:cacheprovider -q -k "qwen3-0.6b and not base"
+baseline-roundtrip: venv
+	$(BIN)/python -m pip install -q -c constraints.txt tox
+	mkdir -p .matrix && rm -f .matrix/baseline-4.57.json
+	$(BIN)/python -m tox run -e tf457,latest --notest
+	$(BIN)/python -m tox exec -e tf457 -- python -m pytest $(ROUNDTRIP_ARGS) --tokenguard-baseline .matrix/baseline-4.57.json
+	$(BIN)/python -m tox exec -e latest -- python -m pytest $(ROUNDTRIP_ARGS) --tokenguard-baseline .matrix/baseline-4.57.json; \
+		status=$$?; test $$status -eq 1 && echo "baseline round trip: the upgrade shows as failures with a diff (exit 1)"
+
 # docs/transformers-behaviour.md from real runs in each matrix environment (one command)
 behaviour: venv
 	$(BIN)/python -m pip install -q -c constraints.txt tox
+	$(BIN)/python -m tox run -e $(MATRIX_ENVS) --notest
 	for env in $(subst $(comma), ,$(MATRIX_ENVS)); do \
 		$(BIN)/python -m tox exec -e $$env -- python scripts/transformers_behaviour.py collect --out .matrix/$$env.json || exit 1; \
 	done
