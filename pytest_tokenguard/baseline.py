@@ -102,6 +102,18 @@ def format_differences(nodeid: str, path: Path, diffs: list[Difference], old_ver
     return "\n".join(lines)
 
 
+def comparison_failure(entries: dict[str, dict[str, Any]], path: Path, nodeid: str, observed: dict[str, Any],
+                       versions: dict[str, Any]) -> str | None:
+    """Why ``observed`` does not match the baseline entry of ``nodeid`` (None when it does)."""
+    entry = entries.get(nodeid)
+    if entry is None:
+        return f"tokenguard baseline: {nodeid} has no entry in {path}\nrecord it with --tokenguard-update-baseline"
+    diffs = differences(entry["observed"], observed)
+    if not diffs:
+        return None
+    return format_differences(nodeid, path, diffs, entry.get("versions", {}), versions)
+
+
 def stale_entries(baseline: dict[str, dict[str, Any]], collected: set[str], deselected: set[str]) -> list[str]:
     """Entries for tests that no longer exist: their module was collected, the test was not (nor deselected)."""
     modules = {nodeid.split("::", 1)[0] for nodeid in collected | deselected}

@@ -286,14 +286,7 @@ def _baseline_problem(state: _Baseline, nodeid: str, observed: dict[str, Any]) -
     if not state.comparing:
         return None
     assert state.entries is not None
-    entry = state.entries.get(nodeid)
-    if entry is None:
-        return (f"tokenguard baseline: {nodeid} has no entry in {state.path}\n"
-                "record it with --tokenguard-update-baseline")
-    diffs = baseline.differences(entry["observed"], observed)
-    if not diffs:
-        return None
-    return baseline.format_differences(nodeid, state.path, diffs, entry.get("versions", {}), state.versions)
+    return baseline.comparison_failure(state.entries, state.path, nodeid, observed, state.versions)
 
 
 def pytest_deselected(items: list[pytest.Item]) -> None:
