@@ -40,8 +40,8 @@ def alternate(a: Callable[[], object], b: Callable[[], object], rounds: int) -> 
 def folder_benchmark(folder: Path, rounds: int) -> None:
     from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
-    from pytest_tokenguard.checks import check_layout
-    from pytest_tokenguard.folder import read_folder
+    from pytest_tokenguard.static.checks import check_layout
+    from pytest_tokenguard.static.folder import read_folder
 
     def ours() -> object:
         return check_layout(read_folder(folder).layout)
@@ -74,7 +74,8 @@ def folder_benchmark(folder: Path, rounds: int) -> None:
 
 
 def predict_benchmark(calls: int) -> None:
-    from pytest_tokenguard import predict_trainer_alignment, zoo
+    from pytest_tokenguard import predict_trainer_alignment
+    from pytest_tokenguard.suite import zoo
 
     for family in ("qwen3-0.6b", "gemma-2-2b-it", "tinyllama-1.1b-chat-v1.0"):
         model, tokenizer = zoo.build(family)
@@ -91,8 +92,10 @@ def predict_benchmark(calls: int) -> None:
 def wrapper_benchmark(calls: int) -> None:
     import torch
 
-    from pytest_tokenguard import runtime_checks, zoo
-    from pytest_tokenguard.findings import TestRecorder
+    from pytest_tokenguard.guard import routing
+    from pytest_tokenguard.guard.calls import Options
+    from pytest_tokenguard.guard.findings import TestRecorder
+    from pytest_tokenguard.suite import zoo
 
     model, _ = zoo.build("smollm2-135m-instruct")
     inputs = torch.tensor([[1, 5, 6, 7]])
@@ -103,23 +106,19 @@ def wrapper_benchmark(calls: int) -> None:
 
     for _ in range(5):
         generate()
-    runtime_checks.configure(runtime_checks.Options(synthesize="never", calls=True))
-    runtime_checks.ensure_installed()
     from transformers.generation.utils import GenerationMixin
 
-    original = GenerationMixin.generate.__tokenguard_original__  # type: ignore[attr-defined]
     recorder = TestRecorder()
     samples: dict[str, list[float]] = {"unwrapped": [], "wrapped, no test running": [], "wrapped, checking each call": []}
-    try:
+    with routing.guarding(recorder, Options(synthesize="never", calls=True)) as state:
+        original = GenerationMixin.generate.__tokenguard_original__  # type: ignore[attr-defined]
         for _ in range(calls):  # round-robin, so machine noise hits the three alike
             samples["unwrapped"].append(timed(lambda: original(model, inputs, attention_mask=mask, max_new_tokens=1,
                                                                do_sample=False)))
-            runtime_checks.set_target(None)
+            routing.receive(state, None)
             samples["wrapped, no test running"].append(timed(generate))
-            runtime_checks.set_target(recorder)
+            routing.receive(state, recorder)
             samples["wrapped, checking each call"].append(timed(generate))
-    finally:
-        runtime_checks.uninstall()
     base = statistics.median(samples["unwrapped"])
     print(f"[3] generate(max_new_tokens=1) on a tiny model, {calls} round-robin calls each, median:")
     for label, values in samples.items():
@@ -134,7 +133,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--calls", type=int, default=200)
     args = parser.parse_args()
-    from pytest_tokenguard import zoo
+    from pytest_tokenguard.suite import zoo
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "qwen3-0.6b"

@@ -29,7 +29,7 @@ def run_suite(*extra: str) -> tuple[float, int, str]:
 
 def build_times() -> None:
     code = (
-        "import time; from pytest_tokenguard import zoo; import transformers, torch\n"
+        "import time; from pytest_tokenguard.suite import zoo; import transformers, torch\n"
         "for name in zoo.families():  # import each architecture's modeling module first: that is not building\n"
         "    getattr(transformers, zoo.layout(name)['architecture'], None)\n"
         "zoo.build_tokenizer(zoo.layout('gpt2')['tokenizer'])\n"

@@ -45,7 +45,8 @@ def main() -> int:
 
 def check_saved_checkpoints() -> dict[str, bool]:
     """Save the raw and the aligned tiny Qwen3 checkpoints and run the folder CLI on both."""
-    from pytest_tokenguard import align_special_tokens, zoo
+    from pytest_tokenguard import align_special_tokens
+    from pytest_tokenguard.suite import zoo
 
     results: dict[str, bool] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -5,7 +5,7 @@ pad <|endoftext|> 151643. The Trainer silently rewrites model.config.pad_token_i
 `pytest --tokenguard` that rewrite fails the test (TG101).
 """
 
-from pytest_tokenguard import zoo
+from pytest_tokenguard.suite import zoo
 
 
 def test_lora_training_raw_qwen3_layout(tmp_path):

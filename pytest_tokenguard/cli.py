@@ -13,8 +13,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .checks import STATIC_CODES, check_layout
-from .folder import FolderError, read_folder
+from pytest_tokenguard.output import SCHEMA_VERSION_KEY
+from pytest_tokenguard.static.checks import STATIC_CODES, check_layout
+from pytest_tokenguard.static.folder import FolderError, read_folder
 
 JSON_SCHEMA = 1
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
@@ -64,25 +65,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _catalog(args: argparse.Namespace) -> int:
-    from importlib import metadata
-
-    from .catalog import ENTRIES, active_entries, exists_in
+    from pytest_tokenguard import versions
+    from pytest_tokenguard.guard.catalog import ENTRIES, active_entries, exists_in
 
     version = args.transformers_version
     if version is None:
+        version = versions.installed_text("transformers")
+        if version is None and not args.all:
+            print("tokenguard: error: transformers is not installed; pass --transformers-version or --all",
+                  file=sys.stderr)
+            return EXIT_USAGE
+    else:
         try:
-            version = metadata.version("transformers")
-        except metadata.PackageNotFoundError:
-            if not args.all:
-                print("tokenguard: error: transformers is not installed; pass --transformers-version or --all",
-                      file=sys.stderr)
-                return EXIT_USAGE
+            versions.parse(version)
+        except ValueError:
+            print(f"tokenguard: error: --transformers-version {version!r} is not a version; write e.g. 4.57.6",
+                  file=sys.stderr)
+            return EXIT_USAGE
     entries = list(ENTRIES) if args.all else active_entries(version)
     rows = [{"code": e.code, "title": e.title, "channel": e.channel, "first": e.first, "last": e.last,
              "active": bool(version) and exists_in(e, version), "pattern": e.pattern.pattern, "fix": e.fix}
             for e in entries]
     if args.format == "json":
-        print(json.dumps({"transformers": version, "entries": rows}, indent=2, sort_keys=True))
+        print(json.dumps({SCHEMA_VERSION_KEY: JSON_SCHEMA, "transformers": version, "entries": rows}, indent=2,
+                         sort_keys=True))
         return EXIT_CLEAN
     heading = "every entry" if args.all else f"entries active in transformers {version}"
     print(f"tokenguard catalog: {heading} ({len(rows)})")
@@ -105,7 +111,7 @@ def _check(args: argparse.Namespace) -> int:
     status = EXIT_FINDINGS if failing else EXIT_CLEAN
     if args.format == "json":
         data = {
-            "schema": JSON_SCHEMA,
+            SCHEMA_VERSION_KEY: JSON_SCHEMA,
             "path": args.path,
             "adapter": args.adapter,
             "strict": args.strict,

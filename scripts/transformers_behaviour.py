@@ -23,47 +23,38 @@ from typing import Any
 def collect() -> dict[str, Any]:
     import torch
 
-    from pytest_tokenguard import capture, runtime_checks, zoo
-    from pytest_tokenguard import suite_support as support
-    from pytest_tokenguard.findings import TestRecorder
-    from pytest_tokenguard.reporting import package_versions
+    from pytest_tokenguard.guard.calls import Options
+    from pytest_tokenguard.guard.findings import TestRecorder
+    from pytest_tokenguard.guard.reporting import package_versions
+    from pytest_tokenguard.guard.routing import guarding
+    from pytest_tokenguard.suite import support, zoo
 
-    capture.attach()
-    # as under --tokenguard: TG101 synthesized where the installed Trainer does not align (< 4.56)
-    runtime_checks.configure(runtime_checks.Options(synthesize="auto"))
-    runtime_checks.ensure_installed()
     results: dict[str, Any] = {}
-    try:
-        for family in zoo.families():
-            model, tokenizer = zoo.build(family)
-            support.usual_setup(tokenizer)
-            recorder = TestRecorder()
-            capture.set_sink(recorder.sink)
-            runtime_checks.set_target(recorder)
-            with tempfile.TemporaryDirectory() as tmp:
-                trained = support.train(model, tokenizer, Path(tmp) / "run")
-                base = trained.get_base_model()
-                base.config.save_pretrained(Path(tmp) / "saved")
-                base.generation_config.save_pretrained(Path(tmp) / "saved")
-                saved = support.saved_ids(Path(tmp) / "saved")
-            training = recorder.observed()
-            recorder = TestRecorder()
-            capture.set_sink(recorder.sink)
-            runtime_checks.set_target(None)
+    for family in zoo.families():
+        model, tokenizer = zoo.build(family)
+        support.usual_setup(tokenizer)
+        recorder = TestRecorder()
+        # as under --tokenguard: TG101 synthesized where the installed Trainer does not align (< 4.56)
+        with guarding(recorder, Options(synthesize="auto")), tempfile.TemporaryDirectory() as tmp:
+            trained = support.train(model, tokenizer, Path(tmp) / "run")
+            base = trained.get_base_model()
+            base.config.save_pretrained(Path(tmp) / "saved")
+            base.generation_config.save_pretrained(Path(tmp) / "saved")
+            saved = support.saved_ids(Path(tmp) / "saved")
+        training = recorder.observed()
+        recorder = TestRecorder()
+        with guarding(recorder):
             fresh, tokenizer = zoo.build(family)
             support.usual_setup(tokenizer)
             batch = support.encode_prompts(tokenizer)
             torch.manual_seed(0)
             fresh.generate(**batch, max_new_tokens=2, do_sample=False)
-            results[family] = {
-                "training_codes": training["codes"],
-                "trainer_updates": training["trainer_updates"],
-                "saved_after_training": saved,
-                "generation_codes": recorder.observed()["codes"],
-            }
-    finally:
-        runtime_checks.uninstall()
-        capture.detach()
+        results[family] = {
+            "training_codes": training["codes"],
+            "trainer_updates": training["trainer_updates"],
+            "saved_after_training": saved,
+            "generation_codes": recorder.observed()["codes"],
+        }
     versions = package_versions()
     return {"versions": {k: versions.get(k) for k in ("transformers", "peft", "torch")}, "families": results}
 

@@ -17,18 +17,18 @@ from pytest_tokenguard import (
     check_special_tokens,
     generation_config_for,
     predict_trainer_alignment,
-    zoo,
+    versions,
 )
-from pytest_tokenguard.alignment import current_alignment
-from pytest_tokenguard.catalog import classify, parse_updated_tokens
-from pytest_tokenguard.layout import is_id, valid_ids
-from pytest_tokenguard.objects import layout_from_objects
-from pytest_tokenguard.runtime_checks import installed_transformers, version_tuple
-from pytest_tokenguard.strategies import build_layout, special_token_layouts
+from pytest_tokenguard.guard.catalog import classify, parse_updated_tokens
+from pytest_tokenguard.static.alignment import current_alignment
+from pytest_tokenguard.static.layout import FIELDS, is_id, valid_ids
+from pytest_tokenguard.static.objects import layout_from_objects
+from pytest_tokenguard.suite import zoo
+from pytest_tokenguard.suite.strategies import build_layout, special_token_layouts
 
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 TRAINER_ALIGNS = hasattr(transformers.trainer_utils, "align_special_tokens") or hasattr(Trainer, "_align_special_tokens")
-SKIPS_NONE = version_tuple(installed_transformers() or "0.0") >= (5, 18)
+SKIPS_NONE = versions.trainer_aligns() and not versions.trainer_writes_none()
 
 
 class _StopAfterAlignment(Exception):
@@ -91,7 +91,7 @@ def _unfixable(report: Any, tokenizer_ids: dict[str, Any], rows: int, length: in
 @given(layout=special_token_layouts())
 def test_after_align_no_errors_and_trainer_aligns_nothing(layout: dict[str, Any], tmp_path_factory: Any) -> None:
     model, tokenizer, _ = build_layout(layout)
-    before = {name: getattr(model.config, f"{name}_token_id") for name in ("bos", "eos", "pad")}
+    before = {name: getattr(model.config, f"{name}_token_id") for name in FIELDS}
     changes = align_special_tokens(model, tokenizer)
     for where, (old, new) in changes.items():
         assert not (is_id(old) and new is None), f"{where}: an int id was replaced by None"

@@ -11,7 +11,8 @@ import pytest
 # imported twice, so what the generated tests import is imported here first.
 import transformers.testing_utils  # noqa: F401
 
-from pytest_tokenguard import baseline, zoo
+from pytest_tokenguard.guard import baseline
+from pytest_tokenguard.suite import zoo
 
 pytest_plugins = ("pytester",)
 
@@ -181,7 +182,7 @@ def test_snapshot_and_check_add_layouts(pytester: pytest.Pytester) -> None:
     zoo.build("tinyllama-1.1b-chat-v1.0")  # import the model's modules outside pytester
     pytester.makepyfile(
         """
-        from pytest_tokenguard import zoo
+        from pytest_tokenguard.suite import zoo
 
         def test_layout(tokenguard):
             model, tokenizer = zoo.build("tinyllama-1.1b-chat-v1.0")

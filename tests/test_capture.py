@@ -14,7 +14,7 @@ transformers = pytest.importorskip("transformers")
 from transformers.testing_utils import CaptureLogger  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from pytest_tokenguard import capture  # noqa: E402
+from pytest_tokenguard.guard import capture  # noqa: E402
 
 TG112 = (
     "The attention mask is not set and cannot be inferred from input because pad token is same as eos token. As a "

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from pytest_tokenguard import zoo
-from pytest_tokenguard.alignment import align_special_tokens
-from pytest_tokenguard.api import check_special_tokens
-from pytest_tokenguard.checks import STATIC_CODES
 from pytest_tokenguard.cli import main
+from pytest_tokenguard.static.alignment import align_special_tokens
+from pytest_tokenguard.static.api import check_special_tokens
+from pytest_tokenguard.static.checks import STATIC_CODES
+from pytest_tokenguard.suite import zoo
 
 pytest.importorskip("torch")  # the zoo builds real (tiny) models
 pytest.importorskip("transformers")
@@ -211,8 +211,8 @@ def test_json_output_is_complete_and_stable(saved: dict[str, Saved], capsys: pyt
     assert first.out == second.out  # byte-identical
     data = first.json()
     assert first.out == json.dumps(data, indent=2, sort_keys=True) + "\n"  # keys sorted, one document
-    assert set(data) == {"schema", "path", "adapter", "strict", "exit_code", "files", "ok", "findings", "layout"}
-    assert (data["schema"], data["path"], data["adapter"], data["strict"]) == (1, str(folder.path), None, False)
+    assert set(data) == {"schema_version", "path", "adapter", "strict", "exit_code", "files", "ok", "findings", "layout"}
+    assert (data["schema_version"], data["path"], data["adapter"], data["strict"]) == (1, str(folder.path), None, False)
     assert (data["exit_code"], data["ok"]) == (first.rc, False) == (1, False)
     assert data["files"] == tokenizer_files(folder.path, ["config.json", "generation_config.json"])
     layout = data["layout"]

@@ -14,16 +14,17 @@ import peft  # noqa: F401
 import transformers.trainer
 from transformers.generation.utils import GenerationMixin
 
-from pytest_tokenguard.runtime_checks import installed_transformers, trainer_aligns, version_tuple
+from pytest_tokenguard import versions
 
-TRAINER_ALIGNS = trainer_aligns(installed_transformers())
-SKIPS_NONE = version_tuple(installed_transformers() or "0.0") >= (5, 18)
+TRAINER_ALIGNS = versions.trainer_aligns()
+SKIPS_NONE = versions.trainer_aligns() and not versions.trainer_writes_none()
 
 pytest_plugins = ("pytester",)
 
 HELPERS = '''
 import torch
-from pytest_tokenguard import zoo, align_special_tokens
+from pytest_tokenguard import align_special_tokens
+from pytest_tokenguard.suite import zoo
 
 def tinyllama(aligned=False):
     model, tokenizer = zoo.build("tinyllama-1.1b-chat-v1.0")
@@ -43,7 +44,7 @@ def warmed_up(tmp_path_factory: pytest.TempPathFactory) -> None:
     by version, e.g. torch.distributed pieces on 4.x) are then loaded before the in-process runs."""
     import torch
 
-    from pytest_tokenguard import zoo
+    from pytest_tokenguard.suite import zoo
 
     model, tokenizer = zoo.build("tinyllama-1.1b-chat-v1.0")
     model.generate(torch.tensor([[1, 5]]), attention_mask=torch.ones(1, 2, dtype=torch.long), max_new_tokens=1)
@@ -162,7 +163,7 @@ def test_calls_via_ini_and_checks_trainer_train(helpers: pytest.Pytester) -> Non
     helpers.makepyfile(
         """
         import pytest
-        from pytest_tokenguard import zoo
+        from pytest_tokenguard.suite import zoo
         from tg_helpers import tinyllama
 
         @pytest.mark.tokenguard_allow("TG101", reason="only the static findings are under test here")
@@ -182,7 +183,7 @@ def test_calls_via_ini_and_checks_trainer_train(helpers: pytest.Pytester) -> Non
 
 
 TRAIN_RAW_QWEN3 = """
-    from pytest_tokenguard import zoo
+    from pytest_tokenguard.suite import zoo
 
     def test_train_raw(tmp_path):
         model, tokenizer = zoo.build("qwen3-0.6b")

@@ -9,18 +9,18 @@ transformers_module = pytest.importorskip("transformers")
 # Imported here so pytester's in-process runs find them loaded (re-importing torch modules crashes).
 import peft  # noqa: E402,F401
 import transformers.trainer  # noqa: E402,F401
-from packaging.version import Version  # noqa: E402
 
-from pytest_tokenguard import zoo  # noqa: E402
+from pytest_tokenguard import versions  # noqa: E402
+from pytest_tokenguard.suite import zoo  # noqa: E402
 
-TF = Version(transformers_module.__version__)
-ALIGNS = TF >= Version("4.56")  # the Trainer aligns special tokens from 4.56 on
-KEEPS_NONE = TF >= Version("5.18")  # from 5.18 it no longer writes the tokenizer's None over config ids
+TF = transformers_module.__version__
+ALIGNS = versions.trainer_aligns()
+KEEPS_NONE = ALIGNS and not versions.trainer_writes_none()
 
 TRAIN = '''
 import threading
 from transformers.utils import logging as hf_logging
-from pytest_tokenguard import zoo
+from pytest_tokenguard.suite import zoo
 
 
 def train(tmp_path, aligned=False):

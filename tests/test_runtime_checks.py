@@ -5,11 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from packaging.version import Version
 from transformers import GenerationConfig
 
-from pytest_tokenguard import runtime_checks, zoo
+from pytest_tokenguard import versions
+from pytest_tokenguard.guard import calls as runtime_checks
+from pytest_tokenguard.static.layout import TOKEN_ID_ATTRIBUTES
+from pytest_tokenguard.suite import zoo
 
-TOKENS = ("bos_token_id", "eos_token_id", "pad_token_id")
+TOKENS = TOKEN_ID_ATTRIBUTES
 
 
 def installed_truth(model: Any, passed: Any, **token_kwargs: Any) -> tuple[Any, ...]:
@@ -41,11 +45,11 @@ def test_effective_ids_equal_the_installed_preparation(qwen3: Any, passed: Any, 
     args = (None, config) if config is not None else ()
     got = runtime_checks.effective_token_ids(qwen3, args, dict(token_kwargs))
     assert ids(got) == installed_truth(qwen3, GenerationConfig(**passed) if passed is not None else None, **token_kwargs)
-    # cached answer: same again, and a copy (mutating it changes nothing for the next call)
+    # the cached answer is still the installed truth, and a copy (mutating it changes nothing for the next call)
     got.pad_token_id = "mutated"
-    assert ids(runtime_checks.effective_token_ids(qwen3, args, dict(token_kwargs))) == ids(
-        runtime_checks.effective_token_ids(qwen3, args, dict(token_kwargs)))
-    assert runtime_checks.effective_token_ids(qwen3, args, dict(token_kwargs)).pad_token_id != "mutated"
+    again = runtime_checks.effective_token_ids(qwen3, args, dict(token_kwargs))
+    assert ids(again) == installed_truth(qwen3, GenerationConfig(**passed) if passed is not None else None,
+                                         **token_kwargs)
 
 
 def test_a_changed_config_is_not_answered_from_the_cache(qwen3: Any) -> None:
@@ -62,15 +66,27 @@ def test_a_changed_config_is_not_answered_from_the_cache(qwen3: Any) -> None:
         model_config.bos_token_id = old
 
 
-def test_version_parsing() -> None:
-    assert runtime_checks.version_tuple("4.56.0") == (4, 56)
-    assert runtime_checks.version_tuple("5.0.0rc1") == (5, 0)
-    assert runtime_checks.trainer_aligns("4.55.4") is False and runtime_checks.trainer_aligns("4.56.0") is True
-    assert runtime_checks.trainer_aligns(None) is True  # unknown: trust the installed Trainer, synthesize nothing
+def test_version_facts() -> None:
+    assert versions.parse("5.0.0rc1") == versions.parse("5.0.0") == Version("5.0")
+    assert versions.trainer_aligns("4.55.4") is False and versions.trainer_aligns("4.56.0") is True
+    assert versions.trainer_aligns("4.56.0rc1") is True  # a release candidate counts as its release
+    assert [versions.trainer_writes_none(v) for v in ("4.55.4", "4.56.0", "5.17.0", "5.18.0")] == [
+        False, True, True, False]
+    assert versions.in_range("5.12.1", "4.40.0", "5.12.1") and not versions.in_range("5.13", "4.40.0", "5.12.1")
+    with pytest.raises(ValueError):
+        versions.parse("not a version")
+
+
+def test_installed_version_is_read_from_metadata() -> None:
+    import transformers
+
+    assert versions.transformers() == versions.parse(transformers.__version__)
+    assert versions.installed("no-such-package-tokenguard") is None
+    assert versions.trainer_aligns() is (versions.parse(transformers.__version__) >= Version("4.56"))
 
 
 def test_trainer_check_ignores_processing_classes_without_a_tokenizer(qwen3: Any) -> None:
-    from pytest_tokenguard.findings import TestRecorder
+    from pytest_tokenguard.guard.findings import TestRecorder
 
     class ImageProcessor:  # no tokenizer, no len(): the Trainer does not align anything here either
         pass
@@ -80,9 +96,5 @@ def test_trainer_check_ignores_processing_classes_without_a_tokenizer(qwen3: Any
         processing_class = ImageProcessor()
 
     recorder = TestRecorder()
-    runtime_checks.configure(runtime_checks.Options(synthesize="always", calls=True))
-    try:
-        runtime_checks._check_train(recorder, FakeTrainer(), (), {})
-    finally:
-        runtime_checks.configure(runtime_checks.Options())
+    runtime_checks._check_train(recorder, runtime_checks.Options(synthesize="always", calls=True), FakeTrainer(), (), {})
     assert recorder.findings == []

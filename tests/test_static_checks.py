@@ -11,10 +11,10 @@ from pytest_tokenguard import (
     TokenAlignmentError,
     assert_special_tokens_aligned,
     check_special_tokens,
-    zoo,
 )
-from pytest_tokenguard.checks import STATIC_CODES, check_layout
-from pytest_tokenguard.layout import TokenLayout
+from pytest_tokenguard.static.checks import STATIC_CODES, check_layout
+from pytest_tokenguard.static.layout import TokenLayout
+from pytest_tokenguard.suite import zoo
 from pytest_tokenguard.suite.expected import EXPECTED
 
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from pytest_tokenguard import align_special_tokens, zoo
-from pytest_tokenguard.findings import Finding
-from pytest_tokenguard.reporting import SUITE_CODES_PROPERTY, SUITE_PROPERTY, SuiteTable
-from pytest_tokenguard.runtime_checks import installed_transformers, trainer_aligns
-from pytest_tokenguard.suite_support import add_dedicated_pad, expected_trainer_updates
+from pytest_tokenguard import align_special_tokens, versions
+from pytest_tokenguard.guard.findings import RuntimeFinding
+from pytest_tokenguard.suite import zoo
+from pytest_tokenguard.suite.support import add_dedicated_pad, expected_trainer_updates
+from pytest_tokenguard.suite.table import SUITE_CODES_PROPERTY, SUITE_PROPERTY, SuiteTable
 
 STEPS = ["static_check", "lora_training", "labels_keep_eos", "save_and_reload", "generation"]
 
@@ -50,7 +50,7 @@ def test_suite_passes_on_the_zoo_from_the_installed_package(tmp_path: Path) -> N
     # gemma's eos list: nothing to align from 5.18 on (and before 4.56); 4.56-5.17 always "update" a list
     gemma_model, gemma_tokenizer = zoo.build("gemma-2-2b-it")
     gemma_updates = expected_trainer_updates(gemma_model, gemma_tokenizer,
-                                             not trainer_aligns(installed_transformers()))
+                                             not versions.trainer_aligns())
     assert ("TG101" in suite["gemma-2-2b-it"]["lora_training"]["codes"]) == bool(gemma_updates)
     assert suite["qwen3-0.6b"]["generation"]["codes"].get("TG113") == "expected"
     assert any(nodeid.endswith("test_lora_training[qwen3-0.6b]") for nodeid in report["tests"])
@@ -152,8 +152,8 @@ def _props(family: str, step: str, codes: str = "") -> list[tuple[str, object]]:
     return [*props, (SUITE_CODES_PROPERTY, codes)] if codes else props
 
 
-def _finding(code: str, expected: bool) -> Finding:
-    return Finding(code=code, title="", message="m", logger="l", phase="call", channel="log", level="WARNING",
+def _finding(code: str, expected: bool) -> RuntimeFinding:
+    return RuntimeFinding(code=code, title="", message="m", logger="l", phase="call", channel="log", level="WARNING",
                    fix="f", expected=expected)
 
 

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 import transformers
 
-from pytest_tokenguard import zoo
-from pytest_tokenguard.objects import tokenizer_end_of_turn
+from pytest_tokenguard.static.layout import NAMED_SPECIALS
+from pytest_tokenguard.static.objects import tokenizer_end_of_turn
+from pytest_tokenguard.suite import zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +43,7 @@ def test_tokenizer_strings_ids_and_length(family: tuple[str, dict[str, Any], Any
     _, data, _, tokenizer = family
     tok = data["tokenizer"]
     assert len(tokenizer) == tok["length"]
-    for name in ("bos", "eos", "pad", "unk"):
+    for name in NAMED_SPECIALS:
         expected = tok[name]
         actual = (getattr(tokenizer, f"{name}_token"), getattr(tokenizer, f"{name}_token_id"))
         assert actual == (tuple(expected) if expected else (None, None)), name

@@ -16,14 +16,15 @@ from typing import Any
 
 import pytest
 
-from pytest_tokenguard import align_special_tokens, check_special_tokens, generation_config_for, runtime_checks
-from pytest_tokenguard import suite_support as support
-from pytest_tokenguard.checks import TokenAlignmentError
+from pytest_tokenguard import align_special_tokens, check_special_tokens, generation_config_for
 from pytest_tokenguard.cli import main as tokenguard_cli
-from pytest_tokenguard.layout import valid_ids
-from pytest_tokenguard.objects import base_model
-from pytest_tokenguard.reporting import SUITE_CODES_PROPERTY, SUITE_PROPERTY
+from pytest_tokenguard.guard import calls
+from pytest_tokenguard.static.checks import TokenAlignmentError
+from pytest_tokenguard.static.layout import FIELDS, valid_ids
+from pytest_tokenguard.static.objects import base_model
+from pytest_tokenguard.suite import support
 from pytest_tokenguard.suite.expected import EXPECTED
+from pytest_tokenguard.suite.table import SUITE_CODES_PROPERTY, SUITE_PROPERTY
 
 pytestmark = pytest.mark.tokenguard  # guarded even without --tokenguard
 
@@ -92,7 +93,7 @@ def test_lora_training(subject: support.Subject, tokenguard: Any, tmp_path: Path
     if subject.is_user_checkpoint:  # nothing expected: any finding fails this step
         support.train(model, tokenizer, tmp_path, steps=1)
         return
-    expected = support.expected_trainer_updates(model, tokenizer, runtime_checks.synthesizing())
+    expected = support.expected_trainer_updates(model, tokenizer, calls.synthesizing())
     with expecting_trainer_updates(tokenguard, expected):
         support.train(model, tokenizer, tmp_path / "raw")
 
@@ -111,7 +112,7 @@ def residual_updates(aligned: support.Subject, tokenguard: Any) -> dict[str, Any
     not define (Qwen's bos; align_special_tokens refuses to write None), and they always "update" an eos
     declared as a list (Gemma's [1, 107]) because an int never equals a list. Those residuals are expected
     there, and nothing else."""
-    residual = support.expected_trainer_updates(aligned.model, aligned.tokenizer, runtime_checks.synthesizing())
+    residual = support.expected_trainer_updates(aligned.model, aligned.tokenizer, calls.synthesizing())
     config_eos = base_model(aligned.model).config.eos_token_id
     for name, value in residual.items():
         list_collapse = name == "eos_token_id" and isinstance(config_eos, list) and value in config_eos
@@ -135,7 +136,7 @@ def test_labels_keep_eos(subject: support.Subject, tokenguard: Any, request: pyt
         assert raw.masked == 0, (
             f"TG206: pad {tokenizer.pad_token_id} is the eos id, so {raw.masked} EOS label(s) were masked to -100 "
             f"and the model never learns to stop; fix: add a dedicated pad token, e.g. "
-            f"pytest_tokenguard.suite_support.add_dedicated_pad(model, tokenizer)")
+            f"pytest_tokenguard.suite.support.add_dedicated_pad(model, tokenizer)")
         return
     if trap:
         assert raw.masked > 0 and raw.kept == 0, raw
@@ -235,7 +236,7 @@ def test_generation(subject: support.Subject, tokenguard: Any, request: pytest.F
     output, prompt_length = _generate(model, tokenizer, config, stop_at=at_steps)
     new = output[:, prompt_length:]
     tokenguard.observe("generation", {
-        "ids": {key: getattr(config, f"{key}_token_id") for key in ("bos", "eos", "pad")},
+        "ids": {key: getattr(config, f"{key}_token_id") for key in FIELDS},
         "stopped_at": [[int(token) for token in row].index(end_of_turn) if end_of_turn in row else None
                        for row in new.tolist()],
     })
@@ -270,7 +271,7 @@ def test_character_chat_moses(subject: support.Subject, tokenguard: Any, tmp_pat
     seen: dict[str, Any] = {}
     # -- the app as it is: train on the raw layout, load base + adapter, ids copied from the base config
     model, tokenizer = subject.model, subject.tokenizer
-    expected = support.expected_trainer_updates(model, tokenizer, runtime_checks.synthesizing())
+    expected = support.expected_trainer_updates(model, tokenizer, calls.synthesizing())
     with expecting_trainer_updates(tokenguard, expected):
         moses = support.train(model, tokenizer, tmp_path / "app-run")  # the Trainer still aligns pad
     seen["app training TG101"] = expected

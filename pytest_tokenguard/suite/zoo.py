@@ -18,8 +18,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pytest_tokenguard.static.layout import NAMED_SPECIALS
+
 _DATA = "_data/token_layouts.json"
-_SOURCE_TREE_DATA = Path(__file__).resolve().parent.parent / "fixtures" / "token_layouts.json"
+_SOURCE_TREE_DATA = Path(__file__).resolve().parents[2] / "fixtures" / "token_layouts.json"
 
 # Simplified copies of each family's template: same turn markers, same end-of-turn token.
 CHAT_TEMPLATES = {
@@ -90,7 +92,7 @@ def layout(name: str) -> dict[str, Any]:
 
 def _special_tokens(tok: dict[str, Any]) -> dict[int, str]:
     specials: dict[int, str] = {}
-    for key in ("bos", "eos", "pad", "unk", "end_of_turn"):
+    for key in (*NAMED_SPECIALS, "end_of_turn"):
         value = tok.get(key)
         if value:
             text, token_id = value

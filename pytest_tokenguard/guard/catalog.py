@@ -50,13 +50,19 @@ def _entry(
     return Entry(code, title, re.compile(pattern, re.DOTALL), channel, first, last, fix, min_level)
 
 
+#: What ``Trainer.train()`` logs when it aligns special tokens (transformers >= 4.56,
+#: ``trainer_utils.align_special_tokens`` / ``Trainer._align_special_tokens``); ``{updated}`` is the dict.
+TG101_MESSAGE = (
+    "The tokenizer has new PAD/BOS/EOS tokens that differ from the model config and generation config. "
+    "The model config and generation config were aligned accordingly, being updated with the tokenizer's "
+    "values. Updated tokens: {updated}."
+)
+
 ENTRIES: tuple[Entry, ...] = (
     _entry(
         "TG101",
         "Trainer rewrote special tokens to match the tokenizer",
-        r"The tokenizer has new PAD/BOS/EOS tokens that differ from the model config and generation config\. "
-        r"The model config and generation config were aligned accordingly, being updated with the tokenizer's "
-        r"values\. Updated tokens: (?P<updated>\{.*\})\.",
+        re.escape(TG101_MESSAGE.split("{updated}")[0]).replace("\\ ", " ") + r"(?P<updated>\{.*\})\.",
         "log", "4.56.0", None,
         "align the model config and generation config with the tokenizer before building the Trainer",
     ),
@@ -396,21 +402,14 @@ def trainer_fix_lines(updated: dict[str, int | list[int] | None]) -> list[str]:
     return lines
 
 
-def version_key(version: str) -> tuple[int, int, int]:
-    """``"4.56.0"`` / ``"5.0.0rc1"`` -> ``(4, 56, 0)`` for range comparisons."""
-    parts = []
-    for piece in version.split(".")[:3]:
-        match = re.match(r"\d+", piece)  # "0rc1" -> 0
-        parts.append(int(match.group()) if match else 0)
-    while len(parts) < 3:
-        parts.append(0)
-    return parts[0], parts[1], parts[2]
-
-
 def exists_in(entry: Entry, version: str) -> bool:
-    """Whether transformers ``version`` has this message (first <= version <= last)."""
-    key = version_key(version)
-    return version_key(entry.first) <= key and (entry.last is None or key <= version_key(entry.last))
+    """Whether transformers ``version`` has this message (first <= version <= last, releases compared).
+
+    Raises ``packaging.version.InvalidVersion`` (a ``ValueError``) for text that is no version.
+    """
+    from pytest_tokenguard import versions
+
+    return versions.in_range(version, entry.first, entry.last)
 
 
 def active_entries(version: str) -> list[Entry]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .chat_template import end_of_turn
-from .layout import FIELDS, TokenLayout, id_list, is_id
+from pytest_tokenguard.static.chat_template import end_of_turn
+from pytest_tokenguard.static.layout import FIELDS, NAMED_SPECIALS, TokenLayout, id_list, is_id
 
 
 def base_model(model: Any) -> Any:
@@ -58,7 +58,7 @@ def _special_strings(tokenizer: Any) -> dict[str, int]:
     getter = getattr(tokenizer, "get_added_vocab", None)
     if callable(getter):
         strings.update(getter())
-    for name in ("bos", "eos", "pad", "unk"):
+    for name in NAMED_SPECIALS:
         text, token_id = getattr(tokenizer, f"{name}_token", None), getattr(tokenizer, f"{name}_token_id", None)
         if isinstance(text, str) and isinstance(token_id, int):
             strings.setdefault(text, token_id)
@@ -72,7 +72,7 @@ def tokenizer_end_of_turn(
     template = getattr(tokenizer, "chat_template", None)
     if not template:
         return None, None
-    variables = {f"{name}_token": getattr(tokenizer, f"{name}_token", None) for name in ("bos", "eos", "pad", "unk")}
+    variables = {f"{name}_token": getattr(tokenizer, f"{name}_token", None) for name in NAMED_SPECIALS}
     return end_of_turn(template, strings if strings is not None else _special_strings(tokenizer), variables)
 
 

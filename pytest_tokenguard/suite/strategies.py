@@ -7,7 +7,7 @@ generation. ``build_layout(layout)`` turns one into a tiny offline Llama model, 
 the model's generation config in a few milliseconds.
 
     from hypothesis import given
-    from pytest_tokenguard.strategies import special_token_layouts, build_layout
+    from pytest_tokenguard.suite.strategies import special_token_layouts, build_layout
 
     @given(special_token_layouts())
     def test_my_training_setup(layout):
@@ -23,6 +23,8 @@ from __future__ import annotations
 from typing import Any
 
 from hypothesis import strategies as st
+
+from pytest_tokenguard.static.layout import FIELDS
 
 #: Layout keys: "rows" (embedding rows = config vocab size), "tokenizer" {"length", "bos", "eos",
 #: "pad", "end_of_turn"} (ids or None), "model" {"bos", "eos", "pad"}, "generation" (same, or None).
@@ -48,7 +50,7 @@ def special_token_layouts(draw: st.DrawFn, *, min_rows: int = 12, max_rows: int 
     length = draw(st.integers(rows + 1, rows + 4)) if longer else draw(st.integers(8, rows))
     pool = draw(st.lists(st.integers(0, length - 1), min_size=2, max_size=4, unique=True))
     tokenizer_id = st.none() | st.sampled_from(pool)
-    tokenizer = {name: draw(tokenizer_id) for name in ("bos", "eos", "pad")}
+    tokenizer = {name: draw(tokenizer_id) for name in FIELDS}
     tokenizer["length"] = length
     tokenizer["end_of_turn"] = draw(st.none() | st.sampled_from(pool))
 
@@ -74,15 +76,15 @@ def build_layout(layout: Layout, *, seed: int = 0) -> tuple[Any, Any, Any]:
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    from .zoo import build_tokenizer
+    from pytest_tokenguard.suite.zoo import build_tokenizer
 
     tok = layout["tokenizer"]
     specials: dict[int, str] = {}
-    for name in ("bos", "eos", "pad", "end_of_turn"):
+    for name in (*FIELDS, "end_of_turn"):
         if tok.get(name) is not None:
             specials[tok[name]] = token_string(tok[name])
     spec: dict[str, Any] = {"length": tok["length"]}
-    for name in ("bos", "eos", "pad", "end_of_turn"):
+    for name in (*FIELDS, "end_of_turn"):
         spec[name] = [specials[tok[name]], tok[name]] if tok.get(name) is not None else None
     tokenizer = build_tokenizer(spec)
     if tok.get("end_of_turn") is not None:
@@ -93,12 +95,12 @@ def build_layout(layout: Layout, *, seed: int = 0) -> tuple[Any, Any, Any]:
                          num_attention_heads=2, num_key_value_heads=1, head_dim=4, max_position_embeddings=64)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
-    for name in ("bos", "eos", "pad"):  # set after construction: out-of-range ids are the point
+    for name in FIELDS:  # set after construction: out-of-range ids are the point
         setattr(model.config, f"{name}_token_id", model_ids[name])
     generation: Any = None
     if layout["generation"] is not None:
         generation = GenerationConfig()  # type: ignore[no-untyped-call]
-        for name in ("bos", "eos", "pad"):
+        for name in FIELDS:
             setattr(generation, f"{name}_token_id", layout["generation"][name])
     model.generation_config = generation
     return model, tokenizer, generation

@@ -16,9 +16,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from .catalog import classify, parse_updated_tokens
-from .layout import FIELDS, TokenLayout, id_list, valid_ids
-from .objects import base_model, layout_from_objects, text_config, tokenizer_end_of_turn, unwrap_tokenizer
+from pytest_tokenguard.guard.catalog import classify, parse_updated_tokens
+from pytest_tokenguard.static.layout import FIELDS, TOKEN_ID_ATTRIBUTES, TokenLayout, id_list, valid_ids
+from pytest_tokenguard.static.objects import base_model, layout_from_objects, text_config, tokenizer_end_of_turn, unwrap_tokenizer
 
 _TRAP_LOCK = threading.RLock()  # re-entrant: a tokenizer property may predict again
 
@@ -210,7 +210,7 @@ def align_special_tokens(model: Any, tokenizer: Any, *, source: str = "tokenizer
     return changes
 
 
-_TOKEN_KEYWORDS = frozenset({"bos_token_id", "eos_token_id", "pad_token_id"})
+_TOKEN_KEYWORDS = frozenset(TOKEN_ID_ATTRIBUTES)
 
 
 def generation_config_ids(model: Any, tokenizer: Any) -> dict[str, Any]:

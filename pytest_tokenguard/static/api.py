@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .allowlist import split_codes
-from .checks import Report, TokenAlignmentError, check_layout
-from .objects import layout_from_objects
+from pytest_tokenguard.guard.allowlist import split_codes
+from pytest_tokenguard.static.checks import Report, TokenAlignmentError, check_layout
+from pytest_tokenguard.static.objects import layout_from_objects
 
 
 def check_special_tokens(model_or_config: Any, tokenizer: Any = None, generation_config: Any = None) -> Report:

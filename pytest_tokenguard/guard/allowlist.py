@@ -6,8 +6,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .catalog import RUNTIME_CODES
-from .checks import STATIC_CODE_SET
+from pytest_tokenguard.guard.catalog import RUNTIME_CODES
+from pytest_tokenguard.static.checks import STATIC_CODE_SET
 
 MARKER = "tokenguard_allow"
 

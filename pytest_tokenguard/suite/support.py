@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import zoo
-from .alignment import current_alignment, predict_trainer_alignment
-from .layout import valid_ids
-from .objects import base_model, layout_from_objects, tokenizer_end_of_turn
+from pytest_tokenguard.static.alignment import current_alignment, predict_trainer_alignment
+from pytest_tokenguard.static.layout import FIELDS, valid_ids
+from pytest_tokenguard.static.objects import base_model, layout_from_objects, tokenizer_end_of_turn
+from pytest_tokenguard.suite import zoo
 
 #: The character-chat app's sampling (max_new_tokens, min_new_tokens, temperature, ...).
 APP_SAMPLING: dict[str, Any] = dict(max_new_tokens=50, min_new_tokens=5, temperature=0.8, top_p=0.9, top_k=50,
@@ -79,7 +79,7 @@ def load_subject(name: str, model_path: str | None = None, adapter_path: str | N
 
 def checkpoint_problem(model_path: str, adapter_path: str | None) -> str | None:
     """Why ``--tokenguard-model`` / ``--tokenguard-adapter`` cannot be used, naming the file; None when fine."""
-    from .folder import FolderError, read_folder
+    from pytest_tokenguard.static.folder import FolderError, read_folder
 
     try:
         read_folder(model_path, adapter_path)
@@ -226,7 +226,7 @@ def saved_ids(folder: Path) -> dict[str, dict[str, Any]]:
     for name in ("config.json", "generation_config.json"):
         path = folder / name
         data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-        result[name] = {key: data.get(f"{key}_token_id", "absent") for key in ("bos", "eos", "pad")}
+        result[name] = {key: data.get(f"{key}_token_id", "absent") for key in FIELDS}
     return result
 
 
@@ -234,8 +234,8 @@ def object_ids(model: Any) -> dict[str, dict[str, Any]]:
     inner = base_model(model)
     generation = getattr(inner, "generation_config", None)
     return {
-        "config.json": {key: getattr(inner.config, f"{key}_token_id", None) for key in ("bos", "eos", "pad")},
-        "generation_config.json": {key: getattr(generation, f"{key}_token_id", None) for key in ("bos", "eos", "pad")}
+        "config.json": {key: getattr(inner.config, f"{key}_token_id", None) for key in FIELDS},
+        "generation_config.json": {key: getattr(generation, f"{key}_token_id", None) for key in FIELDS}
         if generation is not None else {},
     }
 

@@ -11,7 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+#: The special tokens every check compares, in table order.
 FIELDS = ("bos", "eos", "pad")
+#: Their attribute names on configs, generation configs and tokenizers (``bos_token_id`` ...).
+TOKEN_ID_ATTRIBUTES = tuple(f"{name}_token_id" for name in FIELDS)
+#: Named special tokens a tokenizer may carry (``tokenizer.unk_token`` ...): FIELDS plus unk.
+NAMED_SPECIALS = (*FIELDS, "unk")
 #: source key -> heading used in tables and messages
 SOURCES = {"model": "model config", "generation": "generation config", "tokenizer": "tokenizer"}
 

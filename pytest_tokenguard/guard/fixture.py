@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from .allowlist import AllowError, split_codes
-from .api import check_special_tokens
-from .checks import Report, TokenAlignmentError
-from .findings import Finding, TestRecorder, format_findings
+from pytest_tokenguard.guard.allowlist import AllowError, split_codes
+from pytest_tokenguard.guard.findings import RuntimeFinding, TestRecorder, format_findings
+from pytest_tokenguard.static.api import check_special_tokens
+from pytest_tokenguard.static.checks import Report, TokenAlignmentError
 
 
 class TokenGuardFailure(AssertionError):
@@ -26,7 +26,7 @@ class TokenGuard:
         self._strict = strict
 
     @property
-    def records(self) -> list[Finding]:
+    def records(self) -> list[RuntimeFinding]:
         """Findings so far in this test (allowed and expected ones included, flagged)."""
         return list(self._recorder.findings)
 

@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .layout import FIELDS, SOURCES, TokenLayout, id_list, is_id, valid_ids
+from pytest_tokenguard.output import columns
+from pytest_tokenguard.static.layout import FIELDS, SOURCES, TokenLayout, id_list, is_id, valid_ids
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ STATIC_CODE_SET = frozenset(STATIC_CODES)
 
 
 @dataclass
-class Finding:
+class StaticFinding:
     """One static finding. ``values`` maps a source ("model", "generation", "tokenizer", ...) to its value."""
 
     code: str
@@ -79,14 +80,14 @@ class Report:
     """Findings of one check plus the layout they were computed from (for the table)."""
 
     layout: TokenLayout
-    findings: list[Finding] = field(default_factory=list)
+    findings: list[StaticFinding] = field(default_factory=list)
 
     @property
-    def errors(self) -> list[Finding]:
+    def errors(self) -> list[StaticFinding]:
         return [f for f in self.findings if f.severity == "error"]
 
     @property
-    def warnings(self) -> list[Finding]:
+    def warnings(self) -> list[StaticFinding]:
         return [f for f in self.findings if f.severity == "warning"]
 
     @property
@@ -94,7 +95,7 @@ class Report:
         """No error-severity findings (warnings do not count unless checked ``strict``)."""
         return not self.errors
 
-    def failing(self, *, strict: bool = False, allow: Iterable[str] = ()) -> list[Finding]:
+    def failing(self, *, strict: bool = False, allow: Iterable[str] = ()) -> list[StaticFinding]:
         allowed = set(allow)
         return [f for f in self.findings if f.code not in allowed and (strict or f.severity == "error")]
 
@@ -125,8 +126,7 @@ class Report:
         rows = [header]
         for name in FIELDS:
             rows.append([name, *(layout.describe(layout.source(src)[name]) for src in present)])  # type: ignore[index]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-        lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+        lines = columns(rows)
         turn = layout.describe(layout.end_of_turn[1]) if layout.end_of_turn else "unknown (no chat template)"
         lines.append(f"chat end of turn: {turn}")
         lines.append(
@@ -149,7 +149,7 @@ class Report:
 class TokenAlignmentError(AssertionError):
     """Raised by ``assert_special_tokens_aligned``: the table plus the failing findings."""
 
-    def __init__(self, report: Report, failing: list[Finding]) -> None:
+    def __init__(self, report: Report, failing: list[StaticFinding]) -> None:
         self.report = report
         self.failing = failing
         lines = [f"special tokens are not aligned: {', '.join(sorted({f.code for f in failing}))}", "",
@@ -163,8 +163,8 @@ class TokenAlignmentError(AssertionError):
         super().__init__("\n".join(lines))
 
 
-def _finding(code: str, severity: str, name: str, values: dict[str, Any], message: str, hint: str | None = None) -> Finding:
-    return Finding(code, severity, name, values, message, hint or STATIC_CODES[code].hint)
+def _finding(code: str, severity: str, name: str, values: dict[str, Any], message: str, hint: str | None = None) -> StaticFinding:
+    return StaticFinding(code, severity, name, values, message, hint or STATIC_CODES[code].hint)
 
 
 def _assignment(target: str, name: str, value: Any) -> str:

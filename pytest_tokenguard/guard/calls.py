@@ -11,7 +11,8 @@ Two independent uses of the same wrappers:
   failing TG2xx findings are recorded like log findings.
 
 The wrappers are installed lazily, once the transformers module is imported (the plugin never
-imports it), and removed at the end of the session.
+imports it), and removed when the last session that uses them ends. Which test's recorder a
+wrapped call reports to, and with which options, is the innermost session's (``routing.current``).
 """
 
 from __future__ import annotations
@@ -25,20 +26,16 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from types import SimpleNamespace
 from typing import Any, Protocol
 
-from . import capture
-from .alignment import current_alignment
-from .catalog import BY_CODE, version_key
-from .checks import STATIC_CODES, check_layout
-from .layout import TokenLayout
-from .objects import layout_from_objects, unwrap_tokenizer
-
-#: First transformers release whose Trainer aligns special tokens (PR #38441).
-TRAINER_ALIGNS_SINCE = (4, 56)
-_TOKEN_KWARGS = ("bos_token_id", "eos_token_id", "pad_token_id")
+from pytest_tokenguard import versions
+from pytest_tokenguard.guard import capture, routing
+from pytest_tokenguard.guard.catalog import BY_CODE, TG101_MESSAGE
+from pytest_tokenguard.static.alignment import current_alignment
+from pytest_tokenguard.static.checks import STATIC_CODES, check_layout
+from pytest_tokenguard.static.layout import TOKEN_ID_ATTRIBUTES, TokenLayout
+from pytest_tokenguard.static.objects import layout_from_objects, unwrap_tokenizer
 
 
 class Recorder(Protocol):
@@ -48,6 +45,9 @@ class Recorder(Protocol):
 
 @dataclass
 class Options:
+    """What one session asks of the call checks (``--tokenguard-calls``, ``--tokenguard-strict``, ini
+    ``tokenguard_synthesize``)."""
+
     #: "auto" (only where the installed Trainer does not align), "always" or "never"
     synthesize: str = "never"
     calls: bool = False
@@ -58,49 +58,12 @@ class Options:
     def synthesizing(self) -> bool:
         if self._synthesize_now is None:
             self._synthesize_now = self.synthesize == "always" or (
-                self.synthesize == "auto" and not trainer_aligns(installed_transformers()))
+                self.synthesize == "auto" and not versions.trainer_aligns())
         return self._synthesize_now
 
     @property
     def active(self) -> bool:
         return self.calls or self.synthesizing
-
-
-def installed_transformers() -> str | None:
-    try:
-        return metadata.version("transformers")
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def version_tuple(version: str) -> tuple[int, int]:
-    major, minor, _ = version_key(version)
-    return major, minor
-
-
-def trainer_aligns(version: str | None) -> bool:
-    return version is None or version_tuple(version) >= TRAINER_ALIGNS_SINCE
-
-
-_options = Options()
-_target: Recorder | None = None
-_patched: list[tuple[Any, str, Any]] = []  # (owner, attribute, original)
-_done: set[str] = set()
-
-
-def synthesizing() -> bool:
-    """Whether this session synthesizes TG101 at ``Trainer.train()``."""
-    return _options.synthesizing
-
-
-def configure(options: Options) -> None:
-    global _options
-    _options = options
-
-
-def set_target(recorder: Recorder | None) -> None:
-    global _target
-    _target = recorder
 
 
 _MODULES = ("transformers.trainer", "transformers.generation.utils")
@@ -135,64 +98,107 @@ class _AfterImport(importlib.abc.MetaPathFinder):
         return spec
 
 
-_finder: _AfterImport | None = None
+class _Installation:
+    """The wrappers and the import hook, shared by every live session that wants them (reference-counted:
+    an inner in-process session that ends leaves the outer session's wrappers in place)."""
+
+    def __init__(self) -> None:
+        self.users: list[Options] = []
+        self.patched: list[tuple[Any, str, Any]] = []  # (owner, attribute, original)
+        self.done: set[str] = set()
+        self.finder: _AfterImport | None = None
+
+
+_installation = _Installation()
+
+
+def acquire(options: Options) -> None:
+    """A session starts using the wrappers (no-op when its options need none)."""
+    if options.active:
+        _installation.users.append(options)
+        ensure_installed()
+
+
+def release(options: Options) -> None:
+    """That session ends: the last user removes the wrappers and the import hook."""
+    users = _installation.users
+    for index, user in enumerate(users):
+        if user is options:
+            del users[index]
+            break
+    if not users:
+        _uninstall()
 
 
 def ensure_installed() -> None:
     """Wrap ``Trainer.train`` / ``generate`` once their modules are imported. Cheap when done."""
-    global _finder
-    if not _options.active or len(_done) == 2:
+    inst = _installation
+    if not inst.users or len(inst.done) == 2:
         return
-    if _finder is None:
-        _finder = _AfterImport()
-        sys.meta_path.insert(0, _finder)
-    if "train" not in _done and "transformers.trainer" in sys.modules:
-        _done.add("train")
+    if inst.finder is None:
+        inst.finder = _AfterImport()
+        sys.meta_path.insert(0, inst.finder)
+    if "train" not in inst.done and "transformers.trainer" in sys.modules:
+        inst.done.add("train")
         _wrap(sys.modules["transformers.trainer"].Trainer, "train", _check_train)
-    if "generate" not in _done and "transformers.generation.utils" in sys.modules:
-        _done.add("generate")
-        if _options.calls:
-            _wrap(sys.modules["transformers.generation.utils"].GenerationMixin, "generate", _check_generate)
+    if ("generate" not in inst.done and "transformers.generation.utils" in sys.modules
+            and any(user.calls for user in inst.users)):
+        inst.done.add("generate")
+        _wrap(sys.modules["transformers.generation.utils"].GenerationMixin, "generate", _check_generate)
 
 
-def uninstall() -> None:
-    global _finder
-    if _finder is not None:
+def _uninstall() -> None:
+    inst = _installation
+    if inst.finder is not None:
         with contextlib.suppress(ValueError):
-            sys.meta_path.remove(_finder)
-        _finder = None
-    while _patched:
-        owner, name, original = _patched.pop()
+            sys.meta_path.remove(inst.finder)
+        inst.finder = None
+    while inst.patched:
+        owner, name, original = inst.patched.pop()
         setattr(owner, name, original)
-    _done.clear()
-    set_target(None)
+    inst.done.clear()
 
 
-def _wrap(owner: Any, name: str, check: Callable[[Recorder, Any, tuple[Any, ...], dict[str, Any]], None]) -> None:
+def installed_wrappers() -> list[str]:
+    """Which of ``"generate"``, ``"train"`` are wrapped right now (for tests and diagnostics)."""
+    return sorted(_installation.done)
+
+
+def synthesizing() -> bool:
+    """Whether the session running the current test synthesizes TG101 at ``Trainer.train()``."""
+    state = routing.current
+    return state is not None and state.options is not None and state.options.synthesizing
+
+
+Check = Callable[[Recorder, Options, Any, tuple[Any, ...], dict[str, Any]], None]
+
+
+def _wrap(owner: Any, name: str, check: Check) -> None:
     original = owner.__dict__[name]
 
     @functools.wraps(original)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        target = _target
-        if target is not None and not capture.busy():
+        state = routing.current
+        if state is not None and state.options is not None and not capture.busy():
             # What the check itself logs is not the test's; and a check must never break the call it guards.
             with capture.muted(), contextlib.suppress(Exception):
-                check(target, self, args, kwargs)
+                check(state.recorder, state.options, self, args, kwargs)
         return original(self, *args, **kwargs)
 
     wrapper.__tokenguard_original__ = original  # type: ignore[attr-defined]
-    _patched.append((owner, name, original))
+    _installation.patched.append((owner, name, original))
     setattr(owner, name, wrapper)
 
 
-def _record_static(target: Recorder, layout: TokenLayout, where: str) -> None:
-    for finding in check_layout(layout).failing(strict=_options.strict):
+def _record_static(target: Recorder, options: Options, layout: TokenLayout, where: str) -> None:
+    for finding in check_layout(layout).failing(strict=options.strict):
         target.add(finding.code, STATIC_CODES[finding.code].title, f"{finding.message} [at {where}]",
                    "pytest_tokenguard.calls", "check", finding.severity.upper(), finding.hint,
                    {"field": finding.field, "values": finding.values, "severity": finding.severity, "at": where})
 
 
-def _check_train(target: Recorder, trainer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+def _check_train(target: Recorder, options: Options, trainer: Any, args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> None:
     model = getattr(trainer, "model", None)
     processing = getattr(trainer, "processing_class", None) or getattr(trainer, "tokenizer", None)
     tokenizer = unwrap_tokenizer(processing)
@@ -200,26 +206,22 @@ def _check_train(target: Recorder, trainer: Any, args: tuple[Any, ...], kwargs: 
     if model is None or not hasattr(model, "config") or not hasattr(tokenizer, "eos_token_id"):
         return
     layout = layout_from_objects(model, processing)
-    if _options.synthesizing:
+    if options.synthesizing:
         updated = current_alignment(layout)
         if updated:
             entry = BY_CODE["TG101"]
-            version = installed_transformers()
-            message = (
-                "The tokenizer has new PAD/BOS/EOS tokens that differ from the model config and generation config. "
-                "The model config and generation config were aligned accordingly, being updated with the "
-                f"tokenizer's values. Updated tokens: {updated}."
-            )
+            version = versions.installed_text("transformers")
+            message = TG101_MESSAGE.format(updated=updated)
             target.add("TG101", entry.title, message, "pytest_tokenguard.synthesized", "synthesized", "WARNING",
                        entry.fix, {"updated_tokens": updated, "synthesized": True, "transformers": version})
-    if _options.calls:
-        _record_static(target, layout, "Trainer.train()")
+    if options.calls:
+        _record_static(target, options, layout, "Trainer.train()")
 
 
 def _token_fingerprint(config: Any) -> tuple[Any, ...]:
     if config is None:
         return (None,)
-    values = [getattr(config, key, None) for key in _TOKEN_KWARGS]
+    values = [getattr(config, key, None) for key in TOKEN_ID_ATTRIBUTES]
     return (id(config), *(tuple(v) if isinstance(v, list) else v for v in values),
             getattr(config, "transformers_version", None))
 
@@ -236,7 +238,7 @@ def effective_token_ids(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any
     test may call ``generate`` in a loop.
     """
     passed = kwargs.get("generation_config", args[1] if len(args) > 1 else None)
-    token_kwargs = {key: kwargs[key] for key in _TOKEN_KWARGS if key in kwargs}
+    token_kwargs = {key: kwargs[key] for key in TOKEN_ID_ATTRIBUTES if key in kwargs}
     key: tuple[Any, ...] = (
         id(type(model)), _token_fingerprint(passed), _token_fingerprint(getattr(model, "generation_config", None)),
         tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in token_kwargs.items()),
@@ -247,14 +249,14 @@ def effective_token_ids(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any
         cached, key = None, ()
     if cached is None:
         config = effective_generation_config(model, passed, token_kwargs)
-        cached = tuple(copy.deepcopy(getattr(config, k, None)) for k in _TOKEN_KWARGS) if config is not None else ()
+        cached = tuple(copy.deepcopy(getattr(config, k, None)) for k in TOKEN_ID_ATTRIBUTES) if config is not None else ()
         if key:
             if len(_effective_cache) > 256:
                 _effective_cache.clear()
             _effective_cache[key] = cached
     if not cached:
         return None
-    return SimpleNamespace(**dict(zip(_TOKEN_KWARGS, copy.deepcopy(cached), strict=True)))
+    return SimpleNamespace(**dict(zip(TOKEN_ID_ATTRIBUTES, copy.deepcopy(cached), strict=True)))
 
 
 def effective_generation_config(model: Any, passed: Any, token_kwargs: dict[str, Any]) -> Any:
@@ -274,9 +276,12 @@ def effective_generation_config(model: Any, passed: Any, token_kwargs: dict[str,
     return config
 
 
-def _check_generate(target: Recorder, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+def _check_generate(target: Recorder, options: Options, model: Any, args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> None:
+    if not options.calls:
+        return
     if not hasattr(model, "config"):
         return
     generation = effective_token_ids(model, args, kwargs)
     layout = layout_from_objects(model, kwargs.get("tokenizer"), generation)
-    _record_static(target, layout, "generate()")
+    _record_static(target, options, layout, "generate()")

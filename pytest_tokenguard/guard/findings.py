@@ -9,11 +9,18 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .catalog import classify, parse_updated_tokens, trainer_fix_lines
+from pytest_tokenguard.guard.catalog import classify, parse_updated_tokens, trainer_fix_lines
 
 
 @dataclass
-class Finding:
+class RuntimeFinding:
+    """One finding of the runtime guard in one test phase: a transformers log record or warning matched by
+    the catalog (TG1xx), a synthesized TG101, or a call check (TG2xx at ``Trainer.train()``/``generate()``).
+
+    ``count`` is how often the identical record was seen in that phase; ``details`` holds what the catalog
+    parsed (TG101: ``updated_tokens``, the dict transformers logged).
+    """
+
     code: str
     title: str
     message: str
@@ -41,7 +48,7 @@ class Finding:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Finding:
+    def from_dict(cls, data: Mapping[str, Any]) -> RuntimeFinding:
         fields = {k: v for k, v in data.items() if k != "allowed"}
         return cls(**fields)
 
@@ -64,9 +71,9 @@ class TestRecorder:
         #: code -> label of the allow entry that covers it in this test
         self.allow = dict(allow or {})
         self.phase = "setup"
-        self.findings: list[Finding] = []
+        self.findings: list[RuntimeFinding] = []
         self.matched_allows: set[str] = set()
-        self._index: dict[tuple[str, str, str, str, bool], Finding] = {}
+        self._index: dict[tuple[str, str, str, str, bool], RuntimeFinding] = {}
         self._scopes: list[_ExpectScope] = []
         self._lock = threading.Lock()
         #: what the test recorded with tokenguard.observe()/snapshot()/check(), for baselines
@@ -112,7 +119,7 @@ class TestRecorder:
             allowed_by = self.allow.get(code)
             if allowed_by is not None:
                 self.matched_allows.add(allowed_by)
-            finding = Finding(code=code, title=title, message=message, logger=logger, phase=self.phase,
+            finding = RuntimeFinding(code=code, title=title, message=message, logger=logger, phase=self.phase,
                               channel=channel, level=level, fix=fix, details=dict(details or {}),
                               allowed_by=allowed_by, expected=expected)
             self._index[key] = finding
@@ -137,7 +144,7 @@ class TestRecorder:
             with self._lock:
                 self._scopes.remove(scope)
 
-    def failing(self, phase: str | None = None) -> list[Finding]:
+    def failing(self, phase: str | None = None) -> list[RuntimeFinding]:
         with self._lock:
             return [f for f in self.findings if f.failing and (phase is None or f.phase == phase)]
 
@@ -147,7 +154,7 @@ class TestRecorder:
             self._index.clear()
 
 
-def headline(findings: list[Finding]) -> str:
+def headline(findings: list[RuntimeFinding]) -> str:
     """One line for the short test summary, e.g. ``tokenguard: TG101 Trainer rewrote ... (pad_token_id 151643)``."""
     first = findings[0]
     text = f"tokenguard: {first.code} {first.title}"
@@ -160,7 +167,7 @@ def headline(findings: list[Finding]) -> str:
     return text
 
 
-def format_findings(findings: list[Finding]) -> str:
+def format_findings(findings: list[RuntimeFinding]) -> str:
     """The failure text: one block per finding with code, message, where, how often and the fix."""
     count = sum(f.count for f in findings)
     lines = [f"tokenguard: {count} special-token finding{'s' if count != 1 else ''}"]

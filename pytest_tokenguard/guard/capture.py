@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .catalog import is_watched_logger, is_watched_module
+from pytest_tokenguard.guard.catalog import is_watched_logger, is_watched_module
 
 #: sink(logger_name, level, message, channel) with channel "log" or "warnings".
 Sink = Callable[[str, int, str, str], None]
@@ -33,7 +33,10 @@ _local = threading.local()
 
 
 def set_sink(sink: Sink | None) -> None:
-    """Route observations to ``sink``; ``None`` makes every guarded call a plain pass-through."""
+    """Route observations to ``sink``; ``None`` makes every guarded call a plain pass-through.
+
+    Sessions do not call this directly: ``routing`` decides which session's test receives.
+    """
     global _sink
     _sink = sink
 
@@ -187,10 +190,12 @@ class _Attachment:
         self.swapped: list[tuple[logging.Logger, type[logging.Logger]]] = []
         self.factory: _LoggerFactory | None = None
         self.original_warn: Callable[..., None] | None = None
+        #: how many live sessions attached (an inner in-process session must not undo the outer's)
+        self.users = 0
 
 
 _attachment: _Attachment | None = None
-_attach_lock = threading.Lock()
+_attach_lock = threading.RLock()
 
 
 def _swap(logger: logging.Logger) -> None:
@@ -204,37 +209,57 @@ def _swap(logger: logging.Logger) -> None:
 
 def _guarded_warn(message: Any, category: Any = None, stacklevel: int = 1, source: Any = None, **kwargs: Any) -> None:
     sink = _sink
-    assert _attachment is not None and _attachment.original_warn is not None
+    attachment = _attachment
+    original = attachment.original_warn if attachment is not None else None
+    if original is None:  # detached while this wrapper was still referenced somewhere
+        original = _plain_warn
     if sink is not None and not getattr(_local, "busy", False):
         module = sys._getframe(1).f_globals.get("__name__", "")
         if isinstance(module, str) and is_watched_module(module):
             _emit(sink, module, logging.WARNING, str(message), "warnings")
-    _attachment.original_warn(message, category, stacklevel + 1, source, **kwargs)
+    original(message, category, stacklevel + 1, source, **kwargs)
+
+
+_plain_warn = warnings.warn
 
 
 def attach() -> None:
-    """Guard existing and future watched loggers and transformers' warnings. Idempotent.
+    """Guard existing and future watched loggers and transformers' warnings.
 
-    Until transformers is imported this only installs the logger factory, which costs one name
-    check when a new logger is created.
+    Reference-counted: every ``attach`` needs one :func:`detach`; only the first installs. Until
+    transformers is imported this only installs the logger factory, which costs one name check when a
+    new logger is created.
     """
     global _attachment
     with _attach_lock:
         if _attachment is not None:
+            _attachment.users += 1
             return
         _attachment = _Attachment()
+        _attachment.users = 1
         manager = logging.Logger.manager
         _attachment.factory = _LoggerFactory(manager.loggerClass)
         manager.loggerClass = _attachment.factory  # type: ignore[assignment]  # a factory stands in for a class
-        logging._acquireLock()  # type: ignore[attr-defined]
-        try:
+        with _logging_lock():
             existing = [obj for obj in manager.loggerDict.values() if isinstance(obj, logging.Logger)]
-        finally:
-            logging._releaseLock()  # type: ignore[attr-defined]
         for logger in existing:
             if is_watched_logger(logger.name):
                 _patch_warn()
                 _swap(logger)
+
+
+@contextmanager
+def _logging_lock() -> Iterator[None]:
+    logging._acquireLock()  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        logging._releaseLock()  # type: ignore[attr-defined]
+
+
+def attached() -> bool:
+    """Whether the logger classes and the logger factory are installed right now."""
+    return _attachment is not None
 
 
 def _patch_warn() -> None:
@@ -246,11 +271,15 @@ def _patch_warn() -> None:
 
 
 def detach() -> None:
-    """Undo everything ``attach`` did: logger classes, the manager's logger class, ``warnings.warn``."""
+    """Release one :func:`attach`; the last release undoes everything: logger classes, the manager's logger
+    class, ``warnings.warn``."""
     global _attachment
     with _attach_lock:
         attachment = _attachment
         if attachment is None:
+            return
+        attachment.users -= 1
+        if attachment.users > 0:
             return
         set_sink(None)
         manager = logging.Logger.manager

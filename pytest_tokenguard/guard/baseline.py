@@ -9,11 +9,11 @@ corrupt file is an error naming it and is never overwritten.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .reporting import write_json_atomic
+from pytest_tokenguard.output import SCHEMA_VERSION_KEY, write_json_atomic
 
 SCHEMA = 1
 VERSION_PACKAGES = ("transformers", "peft", "torch")
@@ -41,8 +41,11 @@ def load(path: Path) -> dict[str, dict[str, Any]] | None:
     except json.JSONDecodeError as exc:
         raise BaselineError(f"{path}: corrupt baseline, malformed JSON at line {exc.lineno} column {exc.colno}; "
                             "fix or delete it (it is never overwritten)") from None
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("tests"), dict):
-        raise BaselineError(f"{path}: not a tokenguard baseline (expected an object with \"schema\": {SCHEMA} and "
+    # "schema" is how 0.2 spelled the version key; those files still load
+    schema = data.get(SCHEMA_VERSION_KEY, data.get("schema")) if isinstance(data, dict) else None
+    if not isinstance(data, dict) or schema != SCHEMA or not isinstance(data.get("tests"), dict):
+        raise BaselineError(f"{path}: not a tokenguard baseline (expected an object with \"{SCHEMA_VERSION_KEY}\": "
+                            f"{SCHEMA} and "
                             "\"tests\"); fix or delete it (it is never overwritten)")
     tests: dict[str, dict[str, Any]] = data["tests"]
     for nodeid, entry in tests.items():
@@ -52,7 +55,7 @@ def load(path: Path) -> dict[str, dict[str, Any]] | None:
 
 
 def save(path: Path, tests: dict[str, dict[str, Any]]) -> None:
-    write_json_atomic(path, {"schema": SCHEMA, "tests": dict(sorted(tests.items()))})
+    write_json_atomic(path, {SCHEMA_VERSION_KEY: SCHEMA, "tests": dict(sorted(tests.items()))})
 
 
 def normalize(value: Any) -> Any:
@@ -119,3 +122,61 @@ def stale_entries(baseline: dict[str, dict[str, Any]], collected: set[str], dese
     modules = {nodeid.split("::", 1)[0] for nodeid in collected | deselected}
     return sorted(nodeid for nodeid in baseline
                   if nodeid.split("::", 1)[0] in modules and nodeid not in collected and nodeid not in deselected)
+
+
+@dataclass
+class BaselineSession:
+    """One run's baseline: the entries read at configure, what was collected, and the verdict per test.
+
+    Created by :meth:`from_options` (``--tokenguard-baseline``); compares each test's observations as it
+    finishes (:meth:`failure`), and at the end of the run writes the file or lists stale entries
+    (:meth:`finish`).
+    """
+
+    path: Path
+    #: entries of the existing file (None: no file yet, this run records it)
+    entries: dict[str, dict[str, Any]] | None
+    update: bool
+    strict: bool
+    versions: dict[str, Any]
+    collected: set[str] = field(default_factory=set)
+    deselected: set[str] = field(default_factory=set)
+
+    @classmethod
+    def from_options(cls, path: str | None, update: bool, strict: bool,
+                     versions: dict[str, Any]) -> BaselineSession | None:
+        """None without a path; raises :class:`BaselineError` for flags without a path or an unusable file."""
+        if not path:
+            if update or strict:
+                raise BaselineError("--tokenguard-update-baseline/--tokenguard-baseline-strict need "
+                                    "--tokenguard-baseline PATH")
+            return None
+        return cls(Path(path), load(Path(path)), update, strict,
+                   {name: versions.get(name) for name in VERSION_PACKAGES})
+
+    @property
+    def comparing(self) -> bool:
+        return self.entries is not None and not self.update
+
+    def failure(self, nodeid: str, observed: dict[str, Any]) -> str | None:
+        """Why this test's observations differ from its entry (None: same, or not comparing)."""
+        if self.entries is None or self.update:
+            return None
+        return comparison_failure(self.entries, self.path, nodeid, observed, self.versions)
+
+    def finish(self, observed: dict[str, dict[str, Any]]) -> tuple[list[str], bool]:
+        """Write (record/update) or compare-and-report; returns the summary lines and whether stale entries fail."""
+        entries = {nodeid: {"observed": value, "versions": self.versions} for nodeid, value in observed.items()}
+        stale = stale_entries(self.entries or {}, self.collected, self.deselected)
+        if self.entries is None or self.update:
+            kept = {k: v for k, v in (self.entries or {}).items() if k not in stale and k not in entries}
+            save(self.path, {**kept, **entries})
+            verb = "recorded" if self.entries is None else "updated"
+            return [f"tokenguard baseline: {verb} {self.path} ({len(entries)} tests from this run, "
+                    f"{len(kept)} kept, {len(stale)} stale removed)"], False
+        lines = [f"tokenguard baseline: compared {len(entries)} tests with {self.path}"]
+        if stale:
+            lines.append(f"tokenguard baseline: {len(stale)} entr{'y' if len(stale) == 1 else 'ies'} for tests that "
+                         "no longer exist (remove with --tokenguard-update-baseline):")
+            lines.extend(f"  {nodeid}" for nodeid in stale)
+        return lines, bool(stale) and self.strict

@@ -21,14 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .chat_template import end_of_turn
-from .layout import FIELDS, TokenLayout, id_list, is_id
+from pytest_tokenguard.static.chat_template import end_of_turn
+from pytest_tokenguard.static.layout import FIELDS, NAMED_SPECIALS, TokenLayout, id_list, is_id
 
 MiB = 1024 * 1024
 #: largest file read, per name (anything else is small JSON)
 SIZE_LIMITS = {"tokenizer.json": 512 * MiB}
 DEFAULT_LIMIT = 16 * MiB
-NAMED_SPECIALS = ("bos", "eos", "pad", "unk")
 
 
 class FolderError(Exception):
