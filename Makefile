@@ -7,7 +7,7 @@ DEPS_STAMP := $(VENV)/.deps-installed
 PYTEST_ARGS ?=
 comma := ,
 
-.PHONY: demo test venv install bench matrix behaviour baseline-roundtrip clean
+.PHONY: demo test lint venv install bench matrix behaviour baseline-roundtrip clean
 
 $(DEPS_STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,17 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+# ruff check, ruff format --check, mypy strict over the package and the tests (pyproject.toml)
+LINT_STAMP := $(VENV)/.lint-installed
+$(LINT_STAMP): $(DEPS_STAMP) constraints.txt
+	$(BIN)/python -m pip install -q -c constraints.txt ruff mypy
+	touch $@
+
+lint: $(LINT_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python benchmarks/guard_overhead.py

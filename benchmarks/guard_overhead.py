@@ -39,8 +39,22 @@ def third_party_suite() -> Path:
     CACHE.mkdir(exist_ok=True)
     unpacked = [p for p in CACHE.glob("more_itertools-*") if p.is_dir()]
     if not unpacked:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-                        MORE_ITERTOOLS, "-d", str(CACHE)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                MORE_ITERTOOLS,
+                "-d",
+                str(CACHE),
+            ],
+            check=True,
+        )
         archive = next(CACHE.glob("more_itertools-*.tar.gz"))
         with tarfile.open(archive) as tar:
             tar.extractall(CACHE, filter="data")
@@ -75,8 +89,11 @@ def compare(name: str, directory: Path, rounds: int, env_path: Path | None = Non
     ratio = min(on) / min(off)
     median_ratio = statistics.median(on) / statistics.median(off)
     same = "identical outcomes" if len(outcomes) == 1 else f"OUTCOMES DIFFER: {sorted(outcomes)}"
-    print(f"{name}: CPU time off {min(off):.2f}s, --tokenguard {min(on):.2f}s (min of {rounds}), "
-          f"ratio {ratio:.3f}, median ratio {median_ratio:.3f} ({same}: {min(outcomes)})", flush=True)
+    print(
+        f"{name}: CPU time off {min(off):.2f}s, --tokenguard {min(on):.2f}s (min of {rounds}), "
+        f"ratio {ratio:.3f}, median ratio {median_ratio:.3f} ({same}: {min(outcomes)})",
+        flush=True,
+    )
     return ratio
 
 

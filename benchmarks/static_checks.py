@@ -47,8 +47,11 @@ def folder_benchmark(folder: Path, rounds: int) -> None:
         return check_layout(read_folder(folder).layout)
 
     def theirs() -> object:
-        return (AutoConfig.from_pretrained(folder), AutoTokenizer.from_pretrained(folder),
-                GenerationConfig.from_pretrained(folder))
+        return (
+            AutoConfig.from_pretrained(folder),
+            AutoTokenizer.from_pretrained(folder),
+            GenerationConfig.from_pretrained(folder),
+        )
 
     first_call = timed(ours)  # includes importing and compiling the chat template once
     check, load = alternate(ours, theirs, rounds)
@@ -59,13 +62,17 @@ def folder_benchmark(folder: Path, rounds: int) -> None:
     print(f"    ratio                 {median_load / median_check:8.1f}x faster   (goal >= 20x)")
 
     cli = [sys.executable, "-m", "pytest_tokenguard", "check", str(folder)]
-    load_script = ("from transformers import AutoConfig, AutoTokenizer, GenerationConfig; import sys; p = sys.argv[1]; "
-                   "AutoConfig.from_pretrained(p); AutoTokenizer.from_pretrained(p); GenerationConfig.from_pretrained(p)")
+    load_script = (
+        "from transformers import AutoConfig, AutoTokenizer, GenerationConfig; import sys; p = sys.argv[1]; "
+        "AutoConfig.from_pretrained(p); AutoTokenizer.from_pretrained(p); GenerationConfig.from_pretrained(p)"
+    )
     hf = [sys.executable, "-c", load_script, str(folder)]
     env_rounds = max(3, rounds // 5)
     process_check, process_load = alternate(
         lambda: subprocess.run(cli, capture_output=True, check=False, cwd=ROOT),
-        lambda: subprocess.run(hf, capture_output=True, check=True, cwd=ROOT), env_rounds)
+        lambda: subprocess.run(hf, capture_output=True, check=True, cwd=ROOT),
+        env_rounds,
+    )
     median_process_check, median_process_load = statistics.median(process_check), statistics.median(process_load)
     print(f"[1] fresh processes, {env_rounds} alternating rounds, median wall:")
     print(f"    python -m pytest_tokenguard check   {median_process_check:6.2f} s")
@@ -85,8 +92,10 @@ def predict_benchmark(calls: int) -> None:
             start = time.perf_counter()
             predict_trainer_alignment(model, tokenizer)
             durations.append(time.perf_counter() - start)
-        print(f"[2] predict_trainer_alignment({family}): median {statistics.median(durations) * 1000:.2f} ms, "
-              f"max {max(durations) * 1000:.2f} ms over {calls} calls (goal <= 5 ms)")
+        print(
+            f"[2] predict_trainer_alignment({family}): median {statistics.median(durations) * 1000:.2f} ms, "
+            f"max {max(durations) * 1000:.2f} ms over {calls} calls (goal <= 5 ms)"
+        )
 
 
 def wrapper_benchmark(calls: int) -> None:
@@ -113,8 +122,9 @@ def wrapper_benchmark(calls: int) -> None:
     with routing.guarding(recorder, Options(synthesize="never", calls=True)) as state:
         original = GenerationMixin.generate.__tokenguard_original__  # type: ignore[attr-defined]
         for _ in range(calls):  # round-robin, so machine noise hits the three alike
-            samples["unwrapped"].append(timed(lambda: original(model, inputs, attention_mask=mask, max_new_tokens=1,
-                                                               do_sample=False)))
+            samples["unwrapped"].append(
+                timed(lambda: original(model, inputs, attention_mask=mask, max_new_tokens=1, do_sample=False))
+            )
             routing.receive(state, None)
             samples["wrapped, no test running"].append(timed(generate))
             routing.receive(state, recorder)
@@ -123,8 +133,7 @@ def wrapper_benchmark(calls: int) -> None:
     print(f"[3] generate(max_new_tokens=1) on a tiny model, {calls} round-robin calls each, median:")
     for label, values in samples.items():
         median = statistics.median(values)
-        print(f"    {label:<28} {median * 1000:7.3f} ms   ratio {median / base:.3f}   "
-              f"({(median - base) * 1e6:+.0f} us per call)")
+        print(f"    {label:<28} {median * 1000:7.3f} ms   ratio {median / base:.3f}   ({(median - base) * 1e6:+.0f} us per call)")
     print(f"    findings recorded while checking: {sum(f.count for f in recorder.findings)} (expected 0: aligned model)")
 
 

@@ -17,8 +17,18 @@ GOAL_SECONDS = 60.0
 
 
 def run_suite(*extra: str) -> tuple[float, int, str]:
-    command = [sys.executable, "-m", "pytest", "--tokenguard", "--pyargs", "pytest_tokenguard.suite", "-q",
-               "-p", "no:cacheprovider", *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "--tokenguard",
+        "--pyargs",
+        "pytest_tokenguard.suite",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        *extra,
+    ]
     with tempfile.TemporaryDirectory() as empty:
         start = time.perf_counter()
         run = subprocess.run(command, cwd=empty, capture_output=True, text=True)
@@ -36,7 +46,7 @@ def build_times() -> None:
         "for name in zoo.families():\n"
         "    start = time.perf_counter(); zoo.build(name); first = time.perf_counter() - start\n"
         "    start = time.perf_counter(); zoo.build(name); again = time.perf_counter() - start\n"
-        "    print(f'    {name:<26} build {first:5.2f} s   cached copy {again:5.2f} s   {\"ok\" if first <= 1 else \"SLOW\"}')\n"
+        '    print(f\'    {name:<26} build {first:5.2f} s   cached copy {again:5.2f} s   {"ok" if first <= 1 else "SLOW"}\')\n'
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -50,8 +60,10 @@ def main() -> None:
     for label, extra in runs:
         elapsed, code, summary = run_suite(*extra)
         verdict = "within" if elapsed <= GOAL_SECONDS else "OVER"
-        print(f"suite over the zoo, {label}: {elapsed:5.1f} s wall ({verdict} the {GOAL_SECONDS:.0f} s goal), "
-              f"exit {code}: {summary.strip()}")
+        print(
+            f"suite over the zoo, {label}: {elapsed:5.1f} s wall ({verdict} the {GOAL_SECONDS:.0f} s goal), "
+            f"exit {code}: {summary.strip()}"
+        )
 
 
 if __name__ == "__main__":

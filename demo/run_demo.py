@@ -18,8 +18,16 @@ ALIGNED = "test_lora_training_aligned_qwen3_layout"
 
 
 def main() -> int:
-    command = [sys.executable, "-m", "pytest", "--tokenguard", "-p", "no:cacheprovider", "-rA",
-               str(HERE / "test_character_chat.py")]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "--tokenguard",
+        "-p",
+        "no:cacheprovider",
+        "-rA",
+        str(HERE / "test_character_chat.py"),
+    ]
     print("$", " ".join(command[2:]), flush=True)
     run = subprocess.run(command, cwd=HERE, capture_output=True, text=True)
     output = run.stdout + run.stderr
@@ -36,8 +44,10 @@ def main() -> int:
     for name, ok in checks.items():
         print(f"  [{'ok' if ok else 'MISSING'}] {name}")
     if all(checks.values()):
-        print("demo: the raw Qwen3 layout was caught (TG101 at training, TG201 on the saved checkpoint, "
-              "pad_token_id 151643); the aligned variant is clean.")
+        print(
+            "demo: the raw Qwen3 layout was caught (TG101 at training, TG201 on the saved checkpoint, "
+            "pad_token_id 151643); the aligned variant is clean."
+        )
         return 0
     print("demo: the guard did not behave as documented", file=sys.stderr)
     return 1
@@ -64,7 +74,8 @@ def check_saved_checkpoints() -> dict[str, bool]:
             if name == "raw":
                 results["tokenguard check exits 1 on the raw checkpoint"] = run.returncode == 1
                 results["TG201 pad None vs 151643 is named"] = (
-                    "TG201 error: model config pad None vs tokenizer pad 151643" in run.stdout)
+                    "TG201 error: model config pad None vs tokenizer pad 151643" in run.stdout
+                )
             else:
                 results["tokenguard check exits 0 on the aligned checkpoint"] = run.returncode == 0
     return results

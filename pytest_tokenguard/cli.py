@@ -43,20 +43,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tokenguard", description="Check special tokens (bos/eos/pad) of Hugging Face checkpoints.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     check = commands.add_parser(
-        "check", help="check a checkpoint folder (config, generation config, tokenizer, chat template)",
+        "check",
+        help="check a checkpoint folder (config, generation config, tokenizer, chat template)",
         description="Exit 0 when clean, 1 when there are failing findings, 2 on usage errors or unreadable input.",
     )
-    check.add_argument("path", type=_folder_argument,
-                       help="checkpoint folder (config.json, tokenizer files, generation_config.json)")
-    check.add_argument("--adapter", type=_folder_argument,
-                       help="peft adapter folder; its tokenizer/config files take precedence")
+    check.add_argument(
+        "path", type=_folder_argument, help="checkpoint folder (config.json, tokenizer files, generation_config.json)"
+    )
+    check.add_argument("--adapter", type=_folder_argument, help="peft adapter folder; its tokenizer/config files take precedence")
     check.add_argument("--format", choices=("text", "json"), default="text")
     check.add_argument("--strict", action="store_true", help="warnings fail too")
     commands.add_parser("codes", help="list the static check codes")
     catalog = commands.add_parser(
-        "catalog", help="the runtime codes (TG1xx) whose message exists in the installed transformers",
+        "catalog",
+        help="the runtime codes (TG1xx) whose message exists in the installed transformers",
         description="Entries active for the installed transformers (or --transformers-version), with their "
-                    "regexes and fix hints. Reads the installed version from package metadata; imports nothing.",
+        "regexes and fix hints. Reads the installed version from package metadata; imports nothing.",
     )
     catalog.add_argument("--transformers-version", metavar="X.Y.Z", help="instead of the installed version")
     catalog.add_argument("--all", action="store_true", help="every entry, with the versions it exists in")
@@ -72,23 +74,30 @@ def _catalog(args: argparse.Namespace) -> int:
     if version is None:
         version = versions.installed_text("transformers")
         if version is None and not args.all:
-            print("tokenguard: error: transformers is not installed; pass --transformers-version or --all",
-                  file=sys.stderr)
+            print("tokenguard: error: transformers is not installed; pass --transformers-version or --all", file=sys.stderr)
             return EXIT_USAGE
     else:
         try:
             versions.parse(version)
         except ValueError:
-            print(f"tokenguard: error: --transformers-version {version!r} is not a version; write e.g. 4.57.6",
-                  file=sys.stderr)
+            print(f"tokenguard: error: --transformers-version {version!r} is not a version; write e.g. 4.57.6", file=sys.stderr)
             return EXIT_USAGE
     entries = list(ENTRIES) if args.all else active_entries(version)
-    rows = [{"code": e.code, "title": e.title, "channel": e.channel, "first": e.first, "last": e.last,
-             "active": bool(version) and exists_in(e, version), "pattern": e.pattern.pattern, "fix": e.fix}
-            for e in entries]
+    rows = [
+        {
+            "code": e.code,
+            "title": e.title,
+            "channel": e.channel,
+            "first": e.first,
+            "last": e.last,
+            "active": bool(version) and exists_in(e, version),
+            "pattern": e.pattern.pattern,
+            "fix": e.fix,
+        }
+        for e in entries
+    ]
     if args.format == "json":
-        print(json.dumps({SCHEMA_VERSION_KEY: JSON_SCHEMA, "transformers": version, "entries": rows}, indent=2,
-                         sort_keys=True))
+        print(json.dumps({SCHEMA_VERSION_KEY: JSON_SCHEMA, "transformers": version, "entries": rows}, indent=2, sort_keys=True))
         return EXIT_CLEAN
     heading = "every entry" if args.all else f"entries active in transformers {version}"
     print(f"tokenguard catalog: {heading} ({len(rows)})")
@@ -123,8 +132,10 @@ def _check(args: argparse.Namespace) -> int:
     else:
         target = args.path + (f" + adapter {args.adapter}" if args.adapter else "")
         verdict = "FAIL" if failing else "ok"
-        _print(f"tokenguard check {target}\n{report}\n\n{verdict}: {len(report.errors)} error(s), "
-               f"{len(report.warnings)} warning(s)" + (" (strict: warnings fail)" if args.strict else ""))
+        _print(
+            f"tokenguard check {target}\n{report}\n\n{verdict}: {len(report.errors)} error(s), "
+            f"{len(report.warnings)} warning(s)" + (" (strict: warnings fail)" if args.strict else "")
+        )
     return status
 
 

@@ -19,46 +19,60 @@ from pytest_tokenguard.suite import plugin as suite_plugin
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("tokenguard", "fail tests on transformers special-token warnings")
     group.addoption(
-        "--tokenguard", action="store_true", default=None,
+        "--tokenguard",
+        action="store_true",
+        default=None,
         help="fail each test during which transformers warns about bos/eos/pad alignment (ini: tokenguard)",
     )
     group.addoption(
-        "--tokenguard-allow", action="append", default=[], metavar="CODE[,CODE]",
+        "--tokenguard-allow",
+        action="append",
+        default=[],
+        metavar="CODE[,CODE]",
         help="allow these codes in every test (ini: tokenguard_allow)",
     )
     group.addoption("--tokenguard-report", metavar="PATH", help="write the findings of every guarded test as JSON")
     group.addoption(
-        "--tokenguard-strict", action="store_true", default=None,
+        "--tokenguard-strict",
+        action="store_true",
+        default=None,
         help="warning-severity TG2xx findings fail too (tokenguard.check, --tokenguard-calls) (ini: tokenguard_strict)",
     )
     group.addoption(
-        "--tokenguard-calls", action="store_true", default=None,
+        "--tokenguard-calls",
+        action="store_true",
+        default=None,
         help="check the objects at every Trainer.train() and generate() call (ini: tokenguard_calls)",
     )
     suite_plugin.add_options(group)
     group.addoption(
-        "--tokenguard-baseline", metavar="PATH",
+        "--tokenguard-baseline",
+        metavar="PATH",
         help="record (when PATH does not exist) or compare the token behaviour of tests that use the tokenguard fixture",
     )
     group.addoption("--tokenguard-update-baseline", action="store_true", help="rewrite the baseline with this run")
-    group.addoption("--tokenguard-baseline-strict", action="store_true",
-                    help="fail the run when the baseline has entries for tests that no longer exist")
+    group.addoption(
+        "--tokenguard-baseline-strict",
+        action="store_true",
+        help="fail the run when the baseline has entries for tests that no longer exist",
+    )
     parser.addini("tokenguard", type="bool", default=False, help="enable tokenguard for every test")
     parser.addini("tokenguard_allow", type="linelist", default=[], help="codes allowed in every test")
     parser.addini("tokenguard_strict", type="bool", default=False, help="warning-severity TG2xx findings fail too")
     parser.addini("tokenguard_calls", type="bool", default=False, help="check objects at Trainer.train() and generate()")
     parser.addini(
-        "tokenguard_synthesize", default="auto",
+        "tokenguard_synthesize",
+        default="auto",
         help="auto: synthesize TG101 at Trainer.train() where the installed Trainer does not align tokens "
-             "(transformers < 4.56); always; never",
+        "(transformers < 4.56); always; never",
     )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "tokenguard: guard this test (or class, module) without --tokenguard")
     config.addinivalue_line(
-        "markers", 'tokenguard_allow(*codes, reason): allow these tokenguard codes here, '
-                   'e.g. tokenguard_allow("TG101", reason="...")'
+        "markers",
+        'tokenguard_allow(*codes, reason): allow these tokenguard codes here, e.g. tokenguard_allow("TG101", reason="...")',
     )
     session = GuardSession(config)
     suite_plugin.check_options(config)

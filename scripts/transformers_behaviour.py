@@ -80,9 +80,11 @@ def render(runs: list[dict[str, Any]]) -> str:
         "Regenerate: `make behaviour`. Each run trains every zoo family's raw layout for 2 LoRA steps (pad = eos",
         "when the tokenizer has none), saves the configs, and generates from a batch of left-padded prompts.",
         "",
-        "Environments: " + "; ".join(
+        "Environments: "
+        + "; ".join(
             f"transformers {r['versions']['transformers']}, peft {r['versions']['peft']}, torch {r['versions']['torch']}"
-            for r in runs),
+            for r in runs
+        ),
         "",
     ]
     questions = [
@@ -92,8 +94,7 @@ def render(runs: list[dict[str, Any]]) -> str:
         ("Codes emitted by generate() with the model's own generation config", "generation_codes"),
     ]
     for title, key in questions:
-        lines += [f"## {title}", "", "| family | " + " | ".join(versions) + " |",
-                  "| --- |" + " --- |" * len(versions)]
+        lines += [f"## {title}", "", "| family | " + " | ".join(versions) + " |", "| --- |" + " --- |" * len(versions)]
         for family in families:
             cells = []
             for run in runs:

@@ -44,10 +44,10 @@ class _Stop(TrainerCallback):
 
 def trainer_logged_updates(model: Any, tokenizer: Any, tmp_dir: str) -> dict[str, Any] | None:
     """The "Updated tokens" dict a real ``Trainer.train()`` logs (None when it logs no TG101)."""
-    args = TrainingArguments(output_dir=tmp_dir, max_steps=1, report_to=[], use_cpu=True, disable_tqdm=True,
-                             save_strategy="no")
-    trainer = Trainer(model=model, args=args, train_dataset=[{"input_ids": [1, 2]}], processing_class=tokenizer,
-                      callbacks=[_Stop()])
+    args = TrainingArguments(output_dir=tmp_dir, max_steps=1, report_to=[], use_cpu=True, disable_tqdm=True, save_strategy="no")
+    trainer = Trainer(
+        model=model, args=args, train_dataset=[{"input_ids": [1, 2]}], processing_class=tokenizer, callbacks=[_Stop()]
+    )
     with CaptureLogger(transformers.utils.logging.get_logger("transformers")) as captured:
         with pytest.raises(_StopAfterAlignment):
             trainer.train()
@@ -107,8 +107,12 @@ def test_after_align_no_errors_and_trainer_aligns_nothing(layout: dict[str, Any]
 
 
 @PROPERTY
-@given(layout=special_token_layouts(), sampling=st.fixed_dictionaries(
-    {}, optional={"max_new_tokens": st.integers(1, 50), "do_sample": st.booleans(), "top_k": st.integers(1, 50)}))
+@given(
+    layout=special_token_layouts(),
+    sampling=st.fixed_dictionaries(
+        {}, optional={"max_new_tokens": st.integers(1, 50), "do_sample": st.booleans(), "top_k": st.integers(1, 50)}
+    ),
+)
 def test_generation_config_for_checks_clean(layout: dict[str, Any], sampling: dict[str, Any]) -> None:
     model, tokenizer, _ = build_layout(layout)
     config = generation_config_for(model, tokenizer, **sampling)
@@ -119,10 +123,22 @@ def test_generation_config_for_checks_clean(layout: dict[str, Any], sampling: di
 
 def test_generation_config_for_the_character_chat_app() -> None:
     model, tokenizer = zoo.build("qwen3-0.6b-base")
-    sampling = dict(max_new_tokens=50, min_new_tokens=5, temperature=0.8, top_p=0.9, top_k=50, do_sample=True,
-                    repetition_penalty=1.05, num_beams=1)
-    app = GenerationConfig(**sampling, bos_token_id=model.config.bos_token_id, pad_token_id=model.config.pad_token_id,
-                           eos_token_id=model.config.eos_token_id)
+    sampling = dict(
+        max_new_tokens=50,
+        min_new_tokens=5,
+        temperature=0.8,
+        top_p=0.9,
+        top_k=50,
+        do_sample=True,
+        repetition_penalty=1.05,
+        num_beams=1,
+    )
+    app = GenerationConfig(
+        **sampling,
+        bos_token_id=model.config.bos_token_id,
+        pad_token_id=model.config.pad_token_id,
+        eos_token_id=model.config.eos_token_id,
+    )
     assert {"TG203", "TG208"} <= {f.code for f in check_special_tokens(model, tokenizer, app).errors}
     fixed = generation_config_for(model, tokenizer, **sampling)
     assert fixed.eos_token_id == [151643, 151645] and fixed.pad_token_id == 151643 and fixed.bos_token_id == 151643
@@ -135,15 +151,15 @@ def test_generation_config_for_the_character_chat_app() -> None:
 
 def test_align_qwen3_from_tokenizer_and_from_model() -> None:
     model, tokenizer = zoo.build("qwen3-0.6b")
-    expected = ({"pad_token_id": 151643} if SKIPS_NONE else {"bos_token_id": None, "pad_token_id": 151643}
-                if TRAINER_ALIGNS else {})
+    expected = (
+        {"pad_token_id": 151643} if SKIPS_NONE else {"bos_token_id": None, "pad_token_id": 151643} if TRAINER_ALIGNS else {}
+    )
     assert predict_trainer_alignment(model, tokenizer) == expected
     changes = align_special_tokens(model, tokenizer)
     assert changes == {"model_config.pad_token_id": (None, 151643)}
     assert model.config.bos_token_id == 151643, "the config bos the tokenizer does not define is kept"
     # 4.56-5.17 would still write the tokenizer's None over bos: only None could prevent that
-    assert predict_trainer_alignment(model, tokenizer) == ({} if SKIPS_NONE or not TRAINER_ALIGNS
-                                                           else {"bos_token_id": None})
+    assert predict_trainer_alignment(model, tokenizer) == ({} if SKIPS_NONE or not TRAINER_ALIGNS else {"bos_token_id": None})
 
     model, tokenizer = zoo.build("qwen3-0.6b")
     changes = align_special_tokens(model, tokenizer, source="model")

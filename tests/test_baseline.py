@@ -17,7 +17,7 @@ from pytest_tokenguard.suite import zoo
 pytest_plugins = ("pytester",)
 
 # What the generated tests do is read from behaviour.json, so a later run can "upgrade" transformers.
-TESTS = '''
+TESTS = """
 import json
 from pathlib import Path
 from transformers.utils import logging as hf_logging
@@ -40,7 +40,7 @@ def test_saved_ids(tokenguard):
 
 def test_without_fixture():
     pass
-'''
+"""
 
 
 @pytest.fixture
@@ -83,21 +83,25 @@ def test_changed_behaviour_fails_with_a_readable_diff(project: pytest.Pytester) 
     set_behaviour(project, updated={"bos_token_id": None, "pad_token_id": 151643}, bos=None)
     result = run(project)
     result.assert_outcomes(failed=2, passed=1)
-    result.stdout.fnmatch_lines([
-        "tokenguard baseline: token behaviour changed since baseline.json",
-        "  test: test_upgrade.py::test_training",
-        "  old versions: transformers *, peft *, torch *",
-        "  new versions: transformers *, peft *, torch *",
-        "  field trainer_updates:",
-        '    old: [{"pad_token_id": 151643}]',
-        '    new: [{"bos_token_id": null, "pad_token_id": 151643}]',
-        "accept the new behaviour with --tokenguard-update-baseline once it is intended",
-    ])
-    result.stdout.fnmatch_lines([
-        "  field saved_ids.config.json.bos:",
-        "    old: 151643",
-        "    new: null",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "tokenguard baseline: token behaviour changed since baseline.json",
+            "  test: test_upgrade.py::test_training",
+            "  old versions: transformers *, peft *, torch *",
+            "  new versions: transformers *, peft *, torch *",
+            "  field trainer_updates:",
+            '    old: [{"pad_token_id": 151643}]',
+            '    new: [{"bos_token_id": null, "pad_token_id": 151643}]',
+            "accept the new behaviour with --tokenguard-update-baseline once it is intended",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "  field saved_ids.config.json.bos:",
+            "    old: 151643",
+            "    new: null",
+        ]
+    )
 
 
 def test_versions_in_the_diff_come_from_the_baseline(project: pytest.Pytester) -> None:
@@ -109,12 +113,14 @@ def test_versions_in_the_diff_come_from_the_baseline(project: pytest.Pytester) -
     set_behaviour(project, updated={}, bos=151643)
     result = run(project)
     result.assert_outcomes(failed=1, passed=2)
-    result.stdout.fnmatch_lines([
-        "  old versions: transformers 4.57.6, *",
-        "  field codes.TG101:",
-        "    old: 1",
-        '    new: "(absent)"',
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "  old versions: transformers 4.57.6, *",
+            "  field codes.TG101:",
+            "    old: 1",
+            '    new: "(absent)"',
+        ]
+    )
 
 
 def test_update_rewrites_and_missing_entries_fail(project: pytest.Pytester) -> None:
@@ -142,10 +148,12 @@ def test_stale_entries_are_reported_and_fail_when_strict(project: pytest.Pyteste
     result = run(project)
     result.assert_outcomes(passed=3)
     assert result.ret == 0
-    result.stdout.fnmatch_lines([
-        "tokenguard baseline: 1 entry for tests that no longer exist (remove with --tokenguard-update-baseline):",
-        "  test_upgrade.py::test_removed_long_ago",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "tokenguard baseline: 1 entry for tests that no longer exist (remove with --tokenguard-update-baseline):",
+            "  test_upgrade.py::test_removed_long_ago",
+        ]
+    )
     assert run(project, "--tokenguard-baseline-strict").ret == pytest.ExitCode.TESTS_FAILED
     deselected = run(project, "-k", "training")  # a deselected test is not stale
     deselected.stdout.no_fnmatch_line("*test_saved_ids*")
@@ -157,12 +165,13 @@ def test_stale_entries_are_reported_and_fail_when_strict(project: pytest.Pyteste
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("{not json", "corrupt baseline, malformed JSON at line 1 column 2"),
-     ("[]", "not a tokenguard baseline"),
-     ('{"schema": 1, "tests": {"t": {"codes": {}}}}', "entry 't' has no \"observed\" object")],
+    [
+        ("{not json", "corrupt baseline, malformed JSON at line 1 column 2"),
+        ("[]", "not a tokenguard baseline"),
+        ('{"schema": 1, "tests": {"t": {"codes": {}}}}', "entry 't' has no \"observed\" object"),
+    ],
 )
-def test_corrupt_baseline_is_a_usage_error_and_never_overwritten(project: pytest.Pytester, content: str,
-                                                                   message: str) -> None:
+def test_corrupt_baseline_is_a_usage_error_and_never_overwritten(project: pytest.Pytester, content: str, message: str) -> None:
     (project.path / "baseline.json").write_text(content)
     for args in ((), ("--tokenguard-update-baseline",)):
         result = run(project, *args)

@@ -15,69 +15,170 @@ MASK = "Please pass your input's `attention_mask` to obtain reliable results."
 
 # (code, level, message): each variant listed in the research catalog, typos included.
 SAMPLES = [
-    ("TG101", W, "The tokenizer has new PAD/BOS/EOS tokens that differ from the model config and generation config. "
-     "The model config and generation config were aligned accordingly, being updated with the tokenizer's values. "
-     "Updated tokens: {'eos_token_id': 151645, 'bos_token_id': None, 'pad_token_id': 151643}."),
+    (
+        "TG101",
+        W,
+        "The tokenizer has new PAD/BOS/EOS tokens that differ from the model config and generation config. "
+        "The model config and generation config were aligned accordingly, being updated with the tokenizer's values. "
+        "Updated tokens: {'eos_token_id': 151645, 'bos_token_id': None, 'pad_token_id': 151643}.",
+    ),
     ("TG110", W, "Setting `pad_token_id` to `eos_token_id`:151645 for open-end generation."),
     ("TG110", W, "Setting `pad_token_id` to `eos_token_id`:None for open-end generation."),
-    ("TG111", W, f"The attention mask and the pad token id were not set. As a consequence, you may observe unexpected "
-     f"behavior. {MASK}"),
-    ("TG111", W, f"The attention mask and the pad token id were not set, with a batched input. As a consequence, you "
-     f"may observe unexpected behavior. {MASK}"),
-    ("TG112", W, "The attention mask is not set and cannot be inferred from input because pad token is same as eos "
-     f"token.As a consequence, you may observe unexpected behavior. {MASK}"),
-    ("TG112", W, "The attention mask is not set and cannot be inferred from input because pad token is same as eos "
-     f"token. As a consequence, you may observe unexpected behavior. {MASK}"),
-    ("TG112", W, "The attention mask is not set with a batched input, and cannot be inferred from input because pad "
-     f"token is same as eos token. As a consequence, you may observe unexpected behavior. {MASK}"),
-    ("TG113", W, "A decoder-only architecture is being used, but right-padding was detected! For correct generation "
-     "results, please set `padding_side='left'` when initializing the tokenizer."),
-    ("TG114", W, "`eos_token_id` should consist of positive integers, but is tensor([-1], device='cuda:0'). Your "
-     "generation will not stop until the maximum length is reached. Depending on other flags, it may even crash."),
+    (
+        "TG111",
+        W,
+        f"The attention mask and the pad token id were not set. As a consequence, you may observe unexpected behavior. {MASK}",
+    ),
+    (
+        "TG111",
+        W,
+        f"The attention mask and the pad token id were not set, with a batched input. As a consequence, you "
+        f"may observe unexpected behavior. {MASK}",
+    ),
+    (
+        "TG112",
+        W,
+        "The attention mask is not set and cannot be inferred from input because pad token is same as eos "
+        f"token.As a consequence, you may observe unexpected behavior. {MASK}",
+    ),
+    (
+        "TG112",
+        W,
+        "The attention mask is not set and cannot be inferred from input because pad token is same as eos "
+        f"token. As a consequence, you may observe unexpected behavior. {MASK}",
+    ),
+    (
+        "TG112",
+        W,
+        "The attention mask is not set with a batched input, and cannot be inferred from input because pad "
+        f"token is same as eos token. As a consequence, you may observe unexpected behavior. {MASK}",
+    ),
+    (
+        "TG113",
+        W,
+        "A decoder-only architecture is being used, but right-padding was detected! For correct generation "
+        "results, please set `padding_side='left'` when initializing the tokenizer.",
+    ),
+    (
+        "TG114",
+        W,
+        "`eos_token_id` should consist of positive integers, but is tensor([-1], device='cuda:0'). Your "
+        "generation will not stop until the maximum length is reached. Depending on other flags, it may even crash.",
+    ),
     ("TG115", W, "`eos_token_id` has to be a list of positive integers, but is [-1]"),
-    ("TG120", W, "`pad_token_id` should be positive but got -1. This will cause errors when batch generating, if "
-     "there is padding. Please set `pas_token_id` explicitly by `model.generation_config.pad_token_id=PAD_TOKEN_ID` "
-     "to avoid errors in generation, and ensure your `input_ids` input does not have negative values."),
-    ("TG120", logging.INFO, "GenerationConfig is valid but: \n- `pad_token_id`: `pad_token_id` should be positive but "
-     "got -1. This will cause errors when batch generating, if there is padding. Please set `pad_token_id` explicitly "
-     "as `model.generation_config.pad_token_id=PAD_TOKEN_ID` to avoid errors in generation"),
-    ("TG121", W, "The following generation flags are not valid and may be ignored: ['pad_token_id']. Set "
-     "`TRANSFORMERS_VERBOSITY=info` for more details."),
+    (
+        "TG120",
+        W,
+        "`pad_token_id` should be positive but got -1. This will cause errors when batch generating, if "
+        "there is padding. Please set `pas_token_id` explicitly by `model.generation_config.pad_token_id=PAD_TOKEN_ID` "
+        "to avoid errors in generation, and ensure your `input_ids` input does not have negative values.",
+    ),
+    (
+        "TG120",
+        logging.INFO,
+        "GenerationConfig is valid but: \n- `pad_token_id`: `pad_token_id` should be positive but "
+        "got -1. This will cause errors when batch generating, if there is padding. Please set `pad_token_id` explicitly "
+        "as `model.generation_config.pad_token_id=PAD_TOKEN_ID` to avoid errors in generation",
+    ),
+    (
+        "TG121",
+        W,
+        "The following generation flags are not valid and may be ignored: ['pad_token_id']. Set "
+        "`TRANSFORMERS_VERBOSITY=info` for more details.",
+    ),
     ("TG121", W, "The following generation flags are not valid and may be ignored: ['temperature', 'pad_token_id']."),
-    ("TG130", W, "Your generation config was originally created from the model config, but the model config has "
-     "changed since then. Unless you pass the `generation_config` argument ..."),
-    ("TG131", W, "Some non-default generation parameters are set in the model config. These should go into a "
-     "GenerationConfig file instead.\nNon-default generation parameters: {'forced_eos_token_id': 2}"),
-    ("TG132", W, "Moving the following attributes in the config to the generation config: {'forced_eos_token_id': 2}. "
-     "You are seeing this warning because you've set generation parameters in the model config, as opposed to in "
-     "the generation config."),
-    ("TG133", W, "You have modified the pretrained model configuration to control generation. This is a deprecated "
-     "strategy to control generation and will be removed in v5."),
-    ("TG134", W, "`generation_config` default values have been modified to match model-specific defaults: "
-     "{'pad_token_id': 151643, 'bos_token_id': 151643}. If this is not desired, please set these values explicitly."),
-    ("TG135", W, "Model config: pad_token_id must be `None` or an integer within the vocabulary (between 0 and "
-     "151935), got -1. This may result in unexpected behavior."),
+    (
+        "TG130",
+        W,
+        "Your generation config was originally created from the model config, but the model config has "
+        "changed since then. Unless you pass the `generation_config` argument ...",
+    ),
+    (
+        "TG131",
+        W,
+        "Some non-default generation parameters are set in the model config. These should go into a "
+        "GenerationConfig file instead.\nNon-default generation parameters: {'forced_eos_token_id': 2}",
+    ),
+    (
+        "TG132",
+        W,
+        "Moving the following attributes in the config to the generation config: {'forced_eos_token_id': 2}. "
+        "You are seeing this warning because you've set generation parameters in the model config, as opposed to in "
+        "the generation config.",
+    ),
+    (
+        "TG133",
+        W,
+        "You have modified the pretrained model configuration to control generation. This is a deprecated "
+        "strategy to control generation and will be removed in v5.",
+    ),
+    (
+        "TG134",
+        W,
+        "`generation_config` default values have been modified to match model-specific defaults: "
+        "{'pad_token_id': 151643, 'bos_token_id': 151643}. If this is not desired, please set these values explicitly.",
+    ),
+    (
+        "TG135",
+        W,
+        "Model config: pad_token_id must be `None` or an integer within the vocabulary (between 0 and "
+        "151935), got -1. This may result in unexpected behavior.",
+    ),
     ("TG136", W, "Please make sure the generation config includes `forced_bos_token_id=0`. "),
-    ("TG140", logging.INFO, "You are resizing the embedding layer without providing a `pad_to_multiple_of` "
-     "parameter. This means that the new embedding dimension will be 151670. This might induce ..."),
-    ("TG141", W, "The new embeddings will be initialized from a multivariate normal distribution that has old "
-     "embeddings' mean and covariance. As described in this article: ..."),
-    ("TG141", W, "The new lm_head weights will be initialized from a multivariate normal distribution that has old "
-     "embeddings' mean and covariance. As described in this article: ..."),
-    ("TG142", logging.INFO, "Special tokens have been added in the vocabulary, make sure the associated word "
-     "embeddings are fine-tuned or trained."),
+    (
+        "TG140",
+        logging.INFO,
+        "You are resizing the embedding layer without providing a `pad_to_multiple_of` "
+        "parameter. This means that the new embedding dimension will be 151670. This might induce ...",
+    ),
+    (
+        "TG141",
+        W,
+        "The new embeddings will be initialized from a multivariate normal distribution that has old "
+        "embeddings' mean and covariance. As described in this article: ...",
+    ),
+    (
+        "TG141",
+        W,
+        "The new lm_head weights will be initialized from a multivariate normal distribution that has old "
+        "embeddings' mean and covariance. As described in this article: ...",
+    ),
+    (
+        "TG142",
+        logging.INFO,
+        "Special tokens have been added in the vocabulary, make sure the associated word embeddings are fine-tuned or trained.",
+    ),
     ("TG146", logging.ERROR, "Using pad_token, but it is not set yet."),
-    ("TG147", W, "We strongly recommend passing in an `attention_mask` since your input_ids may be padded. See "
-     "https://huggingface.co/docs/transformers/troubleshooting#incorrect-output-when-padding-tokens-arent-masked."),
+    (
+        "TG147",
+        W,
+        "We strongly recommend passing in an `attention_mask` since your input_ids may be padded. See "
+        "https://huggingface.co/docs/transformers/troubleshooting#incorrect-output-when-padding-tokens-arent-masked.",
+    ),
     ("TG150", W, "`eos_token_id` not set in GenerationConfig. Setting to -1 (disabled)."),
-    ("TG151", logging.ERROR, "Tokenizer was not supporting padding necessary for zero-shot, attempting to use "
-     "`pad_token=eos_token`"),
-    ("TG155", W, "Asking to pad to max_length but no maximum length is provided and the model has no predefined "
-     "maximum length. Default to no padding."),
-    ("TG156", W, "Due to limitations of your current torch version, we cannot correctly account for the left-padding "
-     "when computing the chunked attention pattern. This will lead to a wrong attention mask"),
-    ("TG157", W, "`eos_token_id` is deprecated in this function and will be removed in v4.41, use "
-     "`stopping_criteria=StoppingCriteriaList([EosTokenCriteria(eos_token_id=eos_token_id)])` instead."),
+    (
+        "TG151",
+        logging.ERROR,
+        "Tokenizer was not supporting padding necessary for zero-shot, attempting to use `pad_token=eos_token`",
+    ),
+    (
+        "TG155",
+        W,
+        "Asking to pad to max_length but no maximum length is provided and the model has no predefined "
+        "maximum length. Default to no padding.",
+    ),
+    (
+        "TG156",
+        W,
+        "Due to limitations of your current torch version, we cannot correctly account for the left-padding "
+        "when computing the chunked attention pattern. This will lead to a wrong attention mask",
+    ),
+    (
+        "TG157",
+        W,
+        "`eos_token_id` is deprecated in this function and will be removed in v4.41, use "
+        "`stopping_criteria=StoppingCriteriaList([EosTokenCriteria(eos_token_id=eos_token_id)])` instead.",
+    ),
     # Unknown future wording that still talks about special tokens: the fallback.
     ("TG100", W, "The eos_token_id of your adapter differs from the base model."),
     ("TG100", W, "Your tokenizer's padding_side is right; batched generation may be wrong."),
@@ -120,8 +221,17 @@ def test_raised_messages_are_not_observed() -> None:
 
 
 def test_codes_cover_the_issue_ranges() -> None:
-    wanted = {"TG100", "TG101", *(f"TG11{i}" for i in range(6)), "TG120", "TG121", "TG122",
-              *(f"TG13{i}" for i in range(6)), *(f"TG14{i}" for i in range(10)), "TG150"}
+    wanted = {
+        "TG100",
+        "TG101",
+        *(f"TG11{i}" for i in range(6)),
+        "TG120",
+        "TG121",
+        "TG122",
+        *(f"TG13{i}" for i in range(6)),
+        *(f"TG14{i}" for i in range(10)),
+        "TG150",
+    }
     assert wanted <= RUNTIME_CODES
 
 

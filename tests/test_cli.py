@@ -59,8 +59,13 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 
 def run_module(*argv: Any, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pytest_tokenguard", *map(str, argv)], capture_output=True, text=True,
-                          env=subprocess_env(**env), timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_tokenguard", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(**env),
+        timeout=120,
+    )
 
 
 @dataclass
@@ -144,7 +149,10 @@ MISALIGNED = [
 
 @pytest.mark.parametrize(("family", "misalign", "codes"), MISALIGNED)
 def test_cli_agrees_on_misaligned_checkpoints(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], family: str, misalign: Callable[[Any, Any], None],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    family: str,
+    misalign: Callable[[Any, Any], None],
     codes: set[str],
 ) -> None:
     model, tokenizer = zoo.build(family)
@@ -237,16 +245,13 @@ def test_python_dash_m_gives_the_same_output(saved: dict[str, Saved], capsys: py
         assert (child.returncode, child.stdout, child.stderr) == (in_process.rc, in_process.out, "")
 
 
-def test_output_survives_a_stdout_that_cannot_encode_the_tokens(
-    saved: dict[str, Saved], tmp_path: Path
-) -> None:
+def test_output_survives_a_stdout_that_cannot_encode_the_tokens(saved: dict[str, Saved], tmp_path: Path) -> None:
     # A DeepSeek-style eos; an ascii (or cp1252) stdout cannot print it and used to end in UnicodeEncodeError.
     folder = copy_checkpoint(saved, tmp_path)
     eos = "<\uff5cend\u2581of\u2581sentence\uff5c>"
     for name in ("tokenizer.json", "tokenizer_config.json"):
         path = folder / name
-        path.write_text(path.read_text(encoding="utf-8").replace('"</s>"', json.dumps(eos, ensure_ascii=False)),
-                        encoding="utf-8")
+        path.write_text(path.read_text(encoding="utf-8").replace('"</s>"', json.dumps(eos, ensure_ascii=False)), encoding="utf-8")
     child = run_module("check", folder, PYTHONIOENCODING="ascii")
     assert (child.returncode, child.stderr) == (0, "")
     assert "2 '<\\uff5cend\\u2581of\\u2581sentence\\uff5c>'" in child.stdout
@@ -280,8 +285,13 @@ raise SystemExit(rc)
 
 def test_cli_imports_no_torch_no_transformers_and_uses_no_network(saved: dict[str, Saved]) -> None:
     folder = saved["qwen3-0.6b"]
-    child = subprocess.run([sys.executable, "-c", NO_HEAVY_IMPORTS, str(folder.path)], capture_output=True, text=True,
-                           env=subprocess_env(), timeout=120)
+    child = subprocess.run(
+        [sys.executable, "-c", NO_HEAVY_IMPORTS, str(folder.path)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
+    )
     assert child.stderr == "no heavy imports, no network\n"
     assert child.returncode == 1
     assert json.loads(child.stdout)["findings"] == folder.findings
@@ -292,8 +302,9 @@ def test_cli_imports_no_torch_no_transformers_and_uses_no_network(saved: dict[st
 
 def copy_checkpoint(saved: dict[str, Saved], tmp_path: Path) -> Path:
     """A small valid checkpoint (mistral: added tokens, chat template) without the weights."""
-    return Path(shutil.copytree(saved["mistral-7b-instruct-v0.3"].path, tmp_path / "ckpt",
-                                ignore=shutil.ignore_patterns("*.safetensors")))
+    return Path(
+        shutil.copytree(saved["mistral-7b-instruct-v0.3"].path, tmp_path / "ckpt", ignore=shutil.ignore_patterns("*.safetensors"))
+    )
 
 
 def edit(path: Path, **changes: Any) -> None:
@@ -418,6 +429,7 @@ def _write(name: str, content: str | bytes) -> Callable[[Path], list[Any]]:
         else:
             path.write_text(content, encoding="utf-8")
         return check(ckpt)
+
     return setup
 
 
@@ -425,6 +437,7 @@ def _edit(name: str, **changes: Any) -> Callable[[Path], list[Any]]:
     def setup(ckpt: Path) -> list[Any]:
         edit(ckpt / name, **changes)
         return check(ckpt)
+
     return setup
 
 
@@ -432,6 +445,7 @@ def _remove(name: str) -> Callable[[Path], list[Any]]:
     def setup(ckpt: Path) -> list[Any]:
         (ckpt / name).unlink()
         return check(ckpt)
+
     return setup
 
 
@@ -452,66 +466,113 @@ BAD_INPUT = {
     # the folders
     "missing-folder": Bad(lambda d: check(d / "nope"), 2, "ckpt/nope", "checkpoint folder does not exist"),
     "path-is-a-file": Bad(lambda d: check(d / "config.json"), 2, "ckpt/config.json", "checkpoint is not a folder"),
-    "adapter-folder-missing": Bad(lambda d: check(d, "--adapter", d.parent / "nope"), 2, "nope",
-                                  "adapter folder does not exist"),
-    "adapter-without-adapter-config": Bad(_adapter_without_config, 2, "adapter/adapter_config.json",
-                                          "missing (not a peft adapter folder)"),
-    "adapter-config-malformed": Bad(_adapter_config_malformed, 2, "adapter/adapter_config.json",
-                                    "malformed JSON at line 1 column 28: Expecting value"),
+    "adapter-folder-missing": Bad(lambda d: check(d, "--adapter", d.parent / "nope"), 2, "nope", "adapter folder does not exist"),
+    "adapter-without-adapter-config": Bad(
+        _adapter_without_config, 2, "adapter/adapter_config.json", "missing (not a peft adapter folder)"
+    ),
+    "adapter-config-malformed": Bad(
+        _adapter_config_malformed, 2, "adapter/adapter_config.json", "malformed JSON at line 1 column 28: Expecting value"
+    ),
     # config.json
     "config-missing": Bad(_remove("config.json"), 2, "ckpt/config.json", "missing (a checkpoint folder needs config.json)"),
-    "config-malformed": Bad(_write("config.json", '{"vocab_size": 32768 "eos_token_id": 2}'), 2, "ckpt/config.json",
-                            "malformed JSON at line 1 column 22: Expecting ',' delimiter"),
+    "config-malformed": Bad(
+        _write("config.json", '{"vocab_size": 32768 "eos_token_id": 2}'),
+        2,
+        "ckpt/config.json",
+        "malformed JSON at line 1 column 22: Expecting ',' delimiter",
+    ),
     "config-empty": Bad(_write("config.json", ""), 2, "ckpt/config.json", "empty file, expected a JSON object"),
     "config-a-list": Bad(_write("config.json", "[1, 2]"), 2, "ckpt/config.json", "expected a JSON object, got list"),
     "config-not-utf8": Bad(_non_utf8, 2, "ckpt/config.json", "not UTF-8 text (byte "),
     "config-bom": Bad(_bom, 2, "ckpt/config.json", "Unexpected UTF-8 BOM"),
-    "config-int-too-long": Bad(_write("config.json", '{"eos_token_id": ' + "1" * 5000 + "}"), 2, "ckpt/config.json",
-                               "invalid JSON (Exceeds the limit (4300 digits)", fresh_process=True),
+    "config-int-too-long": Bad(
+        _write("config.json", '{"eos_token_id": ' + "1" * 5000 + "}"),
+        2,
+        "ckpt/config.json",
+        "invalid JSON (Exceeds the limit (4300 digits)",
+        fresh_process=True,
+    ),
     "config-symlink-loop": Bad(_symlink_loop, 2, "ckpt/config.json", "cannot read (Too many levels of symbolic links)"),
-    "config-17-MiB": Bad(lambda d: _sparse(d, "config.json", 17 * MiB), 2, "ckpt/config.json",
-                         "17.0 MiB is larger than the 16 MiB limit for this file"),
+    "config-17-MiB": Bad(
+        lambda d: _sparse(d, "config.json", 17 * MiB),
+        2,
+        "ckpt/config.json",
+        "17.0 MiB is larger than the 16 MiB limit for this file",
+    ),
     "config-a-fifo": Bad(_fifo, 2, "ckpt/config.json", "not a regular file (a FIFO, device or socket)", fresh_process=True),
     "config-a-folder": Bad(_folder_named_config, 2, "ckpt/config.json", "not a regular file (a folder)"),
-    "vocab-size-a-string": Bad(_edit("config.json", vocab_size="32768"), 2, "ckpt/config.json",
-                               "vocab_size must be a positive int, got '32768'"),
+    "vocab-size-a-string": Bad(
+        _edit("config.json", vocab_size="32768"), 2, "ckpt/config.json", "vocab_size must be a positive int, got '32768'"
+    ),
     # bad ids are findings, not unreadable input
     "id-a-string": Bad(_edit("config.json", eos_token_id="2"), 1, None, "model config eos '2': not an int (str)"),
     "id-a-float": Bad(_edit("config.json", bos_token_id=1.0), 1, None, "model config bos 1.0: not an int (float)"),
     "id-negative": Bad(_edit("config.json", pad_token_id=-1), 1, None, "model config pad -1: negative"),
-    "id-a-bool": Bad(_edit("generation_config.json", bos_token_id=True), 1, None,
-                     "generation config bos True: not an int (bool)"),
-    "eos-empty-list": Bad(_edit("generation_config.json", eos_token_id=[]), 1, None,
-                          "generation config eos is an empty list: no token ends generation"),
+    "id-a-bool": Bad(
+        _edit("generation_config.json", bos_token_id=True), 1, None, "generation config bos True: not an int (bool)"
+    ),
+    "eos-empty-list": Bad(
+        _edit("generation_config.json", eos_token_id=[]),
+        1,
+        None,
+        "generation config eos is an empty list: no token ends generation",
+    ),
     # generation_config.json
-    "generation-config-a-list": Bad(_write("generation_config.json", "[]"), 2, "ckpt/generation_config.json",
-                                    "expected a JSON object, got list"),
+    "generation-config-a-list": Bad(
+        _write("generation_config.json", "[]"), 2, "ckpt/generation_config.json", "expected a JSON object, got list"
+    ),
     # tokenizer_config.json
-    "tokenizer-config-malformed": Bad(_write("tokenizer_config.json", '{"eos_token": "</s>",}'), 2,
-                                      "ckpt/tokenizer_config.json", "malformed JSON at line 1 column 22"),
-    "special-token-an-int": Bad(_edit("tokenizer_config.json", eos_token=5), 2, "ckpt/tokenizer_config.json",
-                                'eos_token must be a string, an object with "content", or null; got 5'),
-    "special-token-zero": Bad(_edit("tokenizer_config.json", pad_token=0), 2, "ckpt/tokenizer_config.json",
-                              'pad_token must be a string, an object with "content", or null; got 0'),
-    "decoder-clashes-with-tokenizer-json": Bad(_decoder_clash, 2, "ckpt/tokenizer_config.json",
-                                               "added tokens '</s>' and '<|end|>' both have id 2"),
+    "tokenizer-config-malformed": Bad(
+        _write("tokenizer_config.json", '{"eos_token": "</s>",}'),
+        2,
+        "ckpt/tokenizer_config.json",
+        "malformed JSON at line 1 column 22",
+    ),
+    "special-token-an-int": Bad(
+        _edit("tokenizer_config.json", eos_token=5),
+        2,
+        "ckpt/tokenizer_config.json",
+        'eos_token must be a string, an object with "content", or null; got 5',
+    ),
+    "special-token-zero": Bad(
+        _edit("tokenizer_config.json", pad_token=0),
+        2,
+        "ckpt/tokenizer_config.json",
+        'pad_token must be a string, an object with "content", or null; got 0',
+    ),
+    "decoder-clashes-with-tokenizer-json": Bad(
+        _decoder_clash, 2, "ckpt/tokenizer_config.json", "added tokens '</s>' and '<|end|>' both have id 2"
+    ),
     # tokenizer.json
-    "tokenizer-json-malformed": Bad(_write("tokenizer.json", '{"version": "1.0", oops}'), 2, "ckpt/tokenizer.json",
-                                    "malformed JSON at line 1 column 20"),
+    "tokenizer-json-malformed": Bad(
+        _write("tokenizer.json", '{"version": "1.0", oops}'), 2, "ckpt/tokenizer.json", "malformed JSON at line 1 column 20"
+    ),
     "tokenizer-json-truncated": Bad(_truncated_tokenizer, 2, "ckpt/tokenizer.json", "(the file ends early: truncated?)"),
-    "tokenizer-json-no-vocab": Bad(_no_vocab, 2, "ckpt/tokenizer.json",
-                                   "no model vocab (model.vocab is missing or not an object/list)"),
-    "tokenizer-json-not-utf8": Bad(_write("tokenizer.json", b'{"added_tokens": [], "model": {"vocab": {"\xff": 0}}}'), 2,
-                                   "ckpt/tokenizer.json", "not UTF-8 text (byte 42)"),
-    "added-tokens-clash": Bad(_clashing_added_tokens, 2, "ckpt/tokenizer.json",
-                              "added tokens '</s>' and '<|eos2|>' both have id 2"),
-    "added-tokens-nested-deeply": Bad(_deeply_nested_added_tokens, 2, "ckpt/tokenizer.json", "JSON nested too deeply",
-                                      fresh_process=True),
-    "unigram-piece-not-a-string": Bad(_unigram_bad_piece, 2, "ckpt/tokenizer.json",
-                                      "model.vocab list entries must be [piece, score] with a string piece"),
+    "tokenizer-json-no-vocab": Bad(
+        _no_vocab, 2, "ckpt/tokenizer.json", "no model vocab (model.vocab is missing or not an object/list)"
+    ),
+    "tokenizer-json-not-utf8": Bad(
+        _write("tokenizer.json", b'{"added_tokens": [], "model": {"vocab": {"\xff": 0}}}'),
+        2,
+        "ckpt/tokenizer.json",
+        "not UTF-8 text (byte 42)",
+    ),
+    "added-tokens-clash": Bad(
+        _clashing_added_tokens, 2, "ckpt/tokenizer.json", "added tokens '</s>' and '<|eos2|>' both have id 2"
+    ),
+    "added-tokens-nested-deeply": Bad(
+        _deeply_nested_added_tokens, 2, "ckpt/tokenizer.json", "JSON nested too deeply", fresh_process=True
+    ),
+    "unigram-piece-not-a-string": Bad(
+        _unigram_bad_piece, 2, "ckpt/tokenizer.json", "model.vocab list entries must be [piece, score] with a string piece"
+    ),
     "vocab-id-too-long": Bad(_huge_vocab_id, 2, "ckpt/tokenizer.json", "the id of '!' in model.vocab is not a usable int"),
-    "tokenizer-json-600-MiB": Bad(lambda d: _sparse(d, "tokenizer.json", 600 * MiB), 2, "ckpt/tokenizer.json",
-                                  "600.0 MiB is larger than the 512 MiB limit for this file"),
+    "tokenizer-json-600-MiB": Bad(
+        lambda d: _sparse(d, "tokenizer.json", 600 * MiB),
+        2,
+        "ckpt/tokenizer.json",
+        "600.0 MiB is larger than the 512 MiB limit for this file",
+    ),
     # the command line (argparse)
     "unknown-option": Bad(lambda d: check(d, "--bogus"), 2, None, "unrecognized arguments: --bogus"),
     "missing-path": Bad(lambda d: ["check"], 2, None, "the following arguments are required: path"),
@@ -551,8 +612,7 @@ def test_bad_input(saved: dict[str, Saved], tmp_path: Path, capsys: pytest.Captu
 # -- adapters ----------------------------------------------------------------------------------------------------
 
 
-def test_adapter_tokenizer_takes_precedence(saved: dict[str, Saved], tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_adapter_tokenizer_takes_precedence(saved: dict[str, Saved], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     peft = pytest.importorskip("peft")
     base = saved["qwen3-0.6b"]
     model, tokenizer = zoo.build("qwen3-0.6b")
@@ -571,7 +631,9 @@ def test_adapter_tokenizer_takes_precedence(saved: dict[str, Saved], tmp_path: P
     assert pad[0]["values"] == {"model": None, "tokenizer": 151669}
     assert data["adapter"] == str(adapter)
     assert data["files"] == [
-        str(adapter / "adapter_config.json"), str(base.path / "config.json"), str(base.path / "generation_config.json"),
+        str(adapter / "adapter_config.json"),
+        str(base.path / "config.json"),
+        str(base.path / "generation_config.json"),
         *tokenizer_files(adapter, []),
     ]
     assert run.rc == 1
@@ -590,11 +652,19 @@ def test_adapter_tokenizer_takes_precedence(saved: dict[str, Saved], tmp_path: P
 
 def test_nested_text_config_takes_missing_ids_from_the_top_level(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # transformers 4.x saves only non-default values inside text_config (llava-style checkpoints)
-    (tmp_path / "config.json").write_text(json.dumps(
-        {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "text_config": {"vocab_size": 100}}))
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
-        {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>",
-         "added_tokens_decoder": {"0": {"content": "<pad>"}, "1": {"content": "<s>"}, "2": {"content": "</s>"}}}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "text_config": {"vocab_size": 100}})
+    )
+    (tmp_path / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "pad_token": "<pad>",
+                "added_tokens_decoder": {"0": {"content": "<pad>"}, "1": {"content": "<s>"}, "2": {"content": "</s>"}},
+            }
+        )
+    )
     run = run_cli(capsys, "check", tmp_path, "--format", "json")
     data = run.json()
     assert data["layout"]["model_config"] == {"bos": 1, "eos": 2, "pad": 0} and data["layout"]["vocab_size"] == 100

@@ -14,7 +14,7 @@ import transformers.testing_utils  # noqa: F401
 
 pytest_plugins = ("pytester",)
 
-EMIT = '''
+EMIT = """
 from transformers.utils import logging as hf_logging
 
 TG110 = "Setting `pad_token_id` to `eos_token_id`:151645 for open-end generation."
@@ -23,7 +23,7 @@ TG113 = ("A decoder-only architecture is being used, but right-padding was detec
 
 def emit(message=TG110, name="transformers.generation.utils"):
     hf_logging.get_logger(name).warning(message)
-'''
+"""
 
 
 @pytest.fixture
@@ -384,7 +384,7 @@ def test_json_report_junit_and_github(emitting: pytest.Pytester, monkeypatch: py
     root = ET.parse(emitting.path / "junit.xml").getroot()
     props = {(p.get("name"), p.get("value")) for p in root.iter("property")}
     assert ("tokenguard:TG110", "call x1: Setting `pad_token_id` to `eos_token_id`:151645 for open-end generation.") in props
-    assert any(name == "tokenguard:TG113" and value.startswith("call x1 (allowed)") for name, value in props)
+    assert any(name == "tokenguard:TG113" and str(value).startswith("call x1 (allowed)") for name, value in props)
 
     result.stdout.fnmatch_lines(["::error file=test_rep.py,line=3::TG110 pad_token_id defaulted*"])
     assert "::error file=test_rep.py,line=6" not in result.stdout.str()
@@ -417,8 +417,14 @@ def test_logging_state_unchanged_by_a_guarded_run(emitting: pytest.Pytester) -> 
         state: dict[str, object] = {"disable": logging.root.manager.disable, "class": logging.Logger.manager.loggerClass}
         for name, logger in sorted(logging.Logger.manager.loggerDict.items()):
             if isinstance(logger, logging.Logger) and (name.startswith("transformers") or name == "root"):
-                state[name] = (type(logger), list(logger.handlers), logger.level, logger.propagate, logger.disabled,
-                               list(logger.filters))
+                state[name] = (
+                    type(logger),
+                    list(logger.handlers),
+                    logger.level,
+                    logger.propagate,
+                    logger.disabled,
+                    list(logger.filters),
+                )
         return state
 
     from transformers.utils import logging as hf_logging
@@ -513,8 +519,10 @@ def test_short_summary_is_one_headline(emitting: pytest.Pytester, monkeypatch: p
     emitting.makepyfile("from tg_emit import emit, TG113\ndef test_generate():\n    emit()\n    emit(TG113)\n")
     result = emitting.runpytest("--tokenguard", "-rf")
     result.stdout.fnmatch_lines(
-        ["FAILED test_short_summary_is_one_headline.py::test_generate - tokenguard: TG110 pad_token_id defaulted "
-         "to eos_token_id for generation; also TG113"]
+        [
+            "FAILED test_short_summary_is_one_headline.py::test_generate - tokenguard: TG110 pad_token_id defaulted "
+            "to eos_token_id for generation; also TG113"
+        ]
     )
 
 

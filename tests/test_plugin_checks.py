@@ -21,7 +21,7 @@ SKIPS_NONE = versions.trainer_aligns() and not versions.trainer_writes_none()
 
 pytest_plugins = ("pytester",)
 
-HELPERS = '''
+HELPERS = """
 import torch
 from pytest_tokenguard import align_special_tokens
 from pytest_tokenguard.suite import zoo
@@ -35,7 +35,7 @@ def tinyllama(aligned=False):
 def generate(model, **kwargs):
     return model.generate(torch.tensor([[1, 5, 6]]), attention_mask=torch.ones(1, 3, dtype=torch.long),
                           max_new_tokens=2, do_sample=False, **kwargs)
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -80,13 +80,15 @@ def test_fixture_check_fails_with_table_and_honours_allow_marker(helpers: pytest
     )
     result = helpers.runpytest("-p", "no:randomly")
     result.assert_outcomes(failed=2, passed=2)
-    result.stdout.fnmatch_lines([
-        "*TokenAlignmentError: special tokens are not aligned: TG201, TG203",
-        "*model config*generation config*tokenizer*",
-        "*pad*None*0 '<unk>'*2 '</s>'*",
-        "*TG201 error: model config pad None vs tokenizer pad 2 '</s>'*",
-        "*fix: model.config.pad_token_id = 2*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*TokenAlignmentError: special tokens are not aligned: TG201, TG203",
+            "*model config*generation config*tokenizer*",
+            "*pad*None*0 '<unk>'*2 '</s>'*",
+            "*TG201 error: model config pad None vs tokenizer pad 2 '</s>'*",
+            "*fix: model.config.pad_token_id = 2*",
+        ]
+    )
     result.stdout.fnmatch_lines(["*TokenAlignmentError: special tokens are not aligned: TG206"])
     result.stdout.no_fnmatch_line("*TokenguardStaleAllowWarning*")
 
@@ -141,14 +143,15 @@ def test_calls_checks_every_generate(helpers: pytest.Pytester) -> None:
     without = helpers.runpytest("--tokenguard", "-p", "no:randomly", "-k", "not expected")
     without.assert_outcomes(passed=4)  # opt-in: nothing checked at the call without --tokenguard-calls
 
-    result = helpers.runpytest("--tokenguard", "--tokenguard-calls", "-p", "no:randomly", "--tokenguard-report",
-                               "report.json")
+    result = helpers.runpytest("--tokenguard", "--tokenguard-calls", "-p", "no:randomly", "--tokenguard-report", "report.json")
     result.assert_outcomes(failed=2, passed=3)
-    result.stdout.fnmatch_lines([
-        "TG204 special token id out of range",
-        "  message: generation config pad 99999: >= the 32000 embedding rows [at generate()]",
-        "  logger:  pytest_tokenguard.calls (check, ERROR)",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "TG204 special token id out of range",
+            "  message: generation config pad 99999: >= the 32000 embedding rows [at generate()]",
+            "  logger:  pytest_tokenguard.calls (check, ERROR)",
+        ]
+    )
     result.stdout.fnmatch_lines(["*test_misaligned_generation_config_with_tokenizer*TG203*"])
     report = json.loads((helpers.path / "report.json").read_text())
     by_test = {nodeid.split("::")[1]: test for nodeid, test in report["tests"].items()}
@@ -174,11 +177,13 @@ def test_calls_via_ini_and_checks_trainer_train(helpers: pytest.Pytester) -> Non
     )
     result = helpers.runpytest()
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([
-        "TG201 model config and tokenizer disagree on a special token",
-        "  message: model config pad None vs tokenizer pad 2 '</s>': Trainer.train() rewrites the model config to 2 "
-        "[at Trainer.train()]",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "TG201 model config and tokenizer disagree on a special token",
+            "  message: model config pad None vs tokenizer pad 2 '</s>': Trainer.train() rewrites the model config to 2 "
+            "[at Trainer.train()]",
+        ]
+    )
     result.stdout.fnmatch_lines(["*TG203*"])
 
 
@@ -194,8 +199,7 @@ TRAIN_RAW_QWEN3 = """
 def _tg101(pytester: pytest.Pytester) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     (test,) = json.loads((pytester.path / "report.json").read_text())["tests"].values()
     tg101 = [f for f in test["findings"] if f["code"] == "TG101"]
-    return ([f for f in tg101 if not f["details"].get("synthesized")],
-            [f for f in tg101 if f["details"].get("synthesized")])
+    return ([f for f in tg101 if not f["details"].get("synthesized")], [f for f in tg101 if f["details"].get("synthesized")])
 
 
 def test_same_verdict_on_every_version(helpers: pytest.Pytester) -> None:
@@ -207,18 +211,22 @@ def test_same_verdict_on_every_version(helpers: pytest.Pytester) -> None:
     real, synthesized = _tg101(helpers)
     found = real if TRAINER_ALIGNS else synthesized
     assert len(real + synthesized) == 1
-    expected = {"pad_token_id": 151643} if SKIPS_NONE or not TRAINER_ALIGNS else {"bos_token_id": None,
-                                                                                  "pad_token_id": 151643}
+    expected = {"pad_token_id": 151643} if SKIPS_NONE or not TRAINER_ALIGNS else {"bos_token_id": None, "pad_token_id": 151643}
     assert found[0]["details"]["updated_tokens"] == expected
     if not TRAINER_ALIGNS:
-        result.stdout.fnmatch_lines([
-            f"  note:    synthesized: transformers {transformers.__version__} does not align special tokens in "
-            "Trainer.train(); this is what transformers >= 5.18 would do",
-        ])
+        result.stdout.fnmatch_lines(
+            [
+                f"  note:    synthesized: transformers {transformers.__version__} does not align special tokens in "
+                "Trainer.train(); this is what transformers >= 5.18 would do",
+            ]
+        )
 
 
-@pytest.mark.skipif(not SKIPS_NONE, reason="needs a Trainer with the >= 5.18 algorithm to compare the synthesized "
-                                           "finding with (older ones propagate None or do not align)")
+@pytest.mark.skipif(
+    not SKIPS_NONE,
+    reason="needs a Trainer with the >= 5.18 algorithm to compare the synthesized "
+    "finding with (older ones propagate None or do not align)",
+)
 def test_synthesized_trainer_alignment_matches_the_real_one(helpers: pytest.Pytester) -> None:
     # "always" adds what transformers >= 5.18 would log next to what the installed Trainer logs:
     # here both must be the same finding, which is what older versions then get.
@@ -226,10 +234,12 @@ def test_synthesized_trainer_alignment_matches_the_real_one(helpers: pytest.Pyte
     helpers.makepyfile(TRAIN_RAW_QWEN3)
     result = helpers.runpytest("--tokenguard", "--tokenguard-report", "report.json")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([
-        f"  note:    synthesized: transformers {transformers.__version__} does not align special tokens in "
-        "Trainer.train(); this is what transformers >= 5.18 would do",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            f"  note:    synthesized: transformers {transformers.__version__} does not align special tokens in "
+            "Trainer.train(); this is what transformers >= 5.18 would do",
+        ]
+    )
     real, synthesized = _tg101(helpers)
     assert len(real) == 1 and len(synthesized) == 1
     assert real[0]["details"]["updated_tokens"] == synthesized[0]["details"]["updated_tokens"] == {"pad_token_id": 151643}

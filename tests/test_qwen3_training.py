@@ -17,7 +17,7 @@ TF = transformers_module.__version__
 ALIGNS = versions.trainer_aligns()
 KEEPS_NONE = ALIGNS and not versions.trainer_writes_none()
 
-TRAIN = '''
+TRAIN = """
 import threading
 from transformers.utils import logging as hf_logging
 from pytest_tokenguard.suite import zoo
@@ -62,7 +62,7 @@ def test_raw_in_worker_thread(tmp_path):
 
 def test_aligned(tmp_path):
     train(tmp_path, aligned=True)
-'''
+"""
 
 
 def test_layout_is_exact() -> None:

@@ -48,8 +48,7 @@ def test_effective_ids_equal_the_installed_preparation(qwen3: Any, passed: Any, 
     # the cached answer is still the installed truth, and a copy (mutating it changes nothing for the next call)
     got.pad_token_id = "mutated"
     again = runtime_checks.effective_token_ids(qwen3, args, dict(token_kwargs))
-    assert ids(again) == installed_truth(qwen3, GenerationConfig(**passed) if passed is not None else None,
-                                         **token_kwargs)
+    assert ids(again) == installed_truth(qwen3, GenerationConfig(**passed) if passed is not None else None, **token_kwargs)
 
 
 def test_a_changed_config_is_not_answered_from_the_cache(qwen3: Any) -> None:
@@ -70,8 +69,7 @@ def test_version_facts() -> None:
     assert versions.parse("5.0.0rc1") == versions.parse("5.0.0") == Version("5.0")
     assert versions.trainer_aligns("4.55.4") is False and versions.trainer_aligns("4.56.0") is True
     assert versions.trainer_aligns("4.56.0rc1") is True  # a release candidate counts as its release
-    assert [versions.trainer_writes_none(v) for v in ("4.55.4", "4.56.0", "5.17.0", "5.18.0")] == [
-        False, True, True, False]
+    assert [versions.trainer_writes_none(v) for v in ("4.55.4", "4.56.0", "5.17.0", "5.18.0")] == [False, True, True, False]
     assert versions.in_range("5.12.1", "4.40.0", "5.12.1") and not versions.in_range("5.13", "4.40.0", "5.12.1")
     with pytest.raises(ValueError):
         versions.parse("not a version")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from pytest_tokenguard.suite.expected import EXPECTED
 
 
 @pytest.fixture(scope="module")
-def built() -> dict[str, tuple[object, object]]:
+def built() -> dict[str, tuple[Any, Any]]:
     return {name: zoo.build(name) for name in zoo.layouts()}
 
 
@@ -28,7 +29,7 @@ def test_every_family_has_an_expectation() -> None:
 
 
 @pytest.mark.parametrize("family", sorted(EXPECTED))
-def test_real_layout_gives_exactly_its_documented_findings(family: str, built: dict[str, tuple[object, object]]) -> None:
+def test_real_layout_gives_exactly_its_documented_findings(family: str, built: dict[str, tuple[Any, Any]]) -> None:
     model, tokenizer = built[family]
     report = check_special_tokens(model, tokenizer)
     found = {(f.code, f.field, f.severity) for f in report.findings}
@@ -42,7 +43,7 @@ def test_real_layout_gives_exactly_its_documented_findings(family: str, built: d
     assert len(report.findings) == len(found), "one finding per (code, field)"
 
 
-def test_qwen3_pad_trap_values(built: dict[str, tuple[object, object]]) -> None:
+def test_qwen3_pad_trap_values(built: dict[str, tuple[Any, Any]]) -> None:
     model, tokenizer = built["qwen3-0.6b"]
     (pad,) = [f for f in check_special_tokens(model, tokenizer).findings if f.code == "TG201" and f.field == "pad"]
     assert pad.values == {"model": None, "tokenizer": 151643}
@@ -57,7 +58,7 @@ def test_qwen3_with_only_config_pad_aligned_has_no_error() -> None:
     assert {f.code for f in report.warnings} == {"TG201", "TG202", "TG206"}
 
 
-def test_peft_model_is_checked_through_its_base(built: dict[str, tuple[object, object]]) -> None:
+def test_peft_model_is_checked_through_its_base(built: dict[str, tuple[Any, Any]]) -> None:
     from peft import LoraConfig, get_peft_model
 
     model, tokenizer = zoo.build("tinyllama-1.1b-chat-v1.0")
@@ -66,35 +67,46 @@ def test_peft_model_is_checked_through_its_base(built: dict[str, tuple[object, o
     assert check_special_tokens(peft_model, tokenizer).to_dict() == base_report.to_dict()
 
 
-def test_config_alone_and_processor_carrying_a_tokenizer(built: dict[str, tuple[object, object]]) -> None:
+def test_config_alone_and_processor_carrying_a_tokenizer(built: dict[str, tuple[Any, Any]]) -> None:
     model, tokenizer = built["tinyllama-1.1b-chat-v1.0"]
 
     class Processor:  # what ProcessorMixin exposes: the tokenizer as an attribute
         def __init__(self, tok: object) -> None:
             self.tokenizer = tok
 
-    from_config = check_special_tokens(model.config, Processor(tokenizer), model.generation_config)  # type: ignore[attr-defined]
+    from_config = check_special_tokens(model.config, Processor(tokenizer), model.generation_config)
     assert {(f.code, f.field) for f in from_config.findings} == {("TG201", "pad"), ("TG203", "pad"), ("TG206", "pad")}
     assert from_config.layout.embedding_rows is None and from_config.layout.rows == 32000
 
 
-def test_explicit_generation_config_replaces_the_models(built: dict[str, tuple[object, object]]) -> None:
+def test_explicit_generation_config_replaces_the_models(built: dict[str, tuple[Any, Any]]) -> None:
     from transformers import GenerationConfig
 
     model, tokenizer = built["qwen3-0.6b"]
     # the character-chat app: ids copied from the base model config
-    app = GenerationConfig(max_new_tokens=50, do_sample=True, bos_token_id=model.config.bos_token_id,  # type: ignore[attr-defined]
-                           pad_token_id=model.config.pad_token_id, eos_token_id=model.config.eos_token_id)  # type: ignore[attr-defined]
+    app = GenerationConfig(
+        max_new_tokens=50,
+        do_sample=True,
+        bos_token_id=model.config.bos_token_id,
+        pad_token_id=model.config.pad_token_id,
+        eos_token_id=model.config.eos_token_id,
+    )
     codes = {(f.code, f.field, f.severity) for f in check_special_tokens(model, tokenizer, app).findings}
     assert ("TG203", "pad", "error") in codes  # generation pad None where the tokenizer pads with 151643
 
 
-def test_report_table_json_and_str(built: dict[str, tuple[object, object]]) -> None:
+def test_report_table_json_and_str(built: dict[str, tuple[Any, Any]]) -> None:
     model, tokenizer = built["qwen3-0.6b"]
     report = check_special_tokens(model, tokenizer)
     text = str(report)
-    for heading in ("model config", "generation config", "tokenizer", "chat end of turn: 151645 '<|im_end|>'",
-                    "embedding rows 151936", "tokenizer length 151669"):
+    for heading in (
+        "model config",
+        "generation config",
+        "tokenizer",
+        "chat end of turn: 151645 '<|im_end|>'",
+        "embedding rows 151936",
+        "tokenizer length 151669",
+    ):
         assert heading in text
     assert "pad  None" in text and "151643 '<|endoftext|>'" in text
     data = json.loads(json.dumps(report.to_dict()))
@@ -103,7 +115,7 @@ def test_report_table_json_and_str(built: dict[str, tuple[object, object]]) -> N
     assert len(report.errors) == 1 and len(report.warnings) == 3
 
 
-def test_assertion_message_is_table_plus_findings(built: dict[str, tuple[object, object]]) -> None:
+def test_assertion_message_is_table_plus_findings(built: dict[str, tuple[Any, Any]]) -> None:
     model, tokenizer = built["tinyllama-1.1b-chat-v1.0"]
     with pytest.raises(TokenAlignmentError) as info:
         assert_special_tokens_aligned(model, tokenizer)
@@ -124,7 +136,9 @@ def _layout(**kwargs: object) -> TokenLayout:
         "model": {"bos": 1, "eos": 2, "pad": 0},
         "generation": {"bos": 1, "eos": 2, "pad": 0},
         "tokenizer": {"bos": 1, "eos": 2, "pad": 0},
-        "vocab_size": 10, "embedding_rows": 10, "tokenizer_length": 10,
+        "vocab_size": 10,
+        "embedding_rows": 10,
+        "tokenizer_length": 10,
     }
     base.update(kwargs)
     return TokenLayout(**base)  # type: ignore[arg-type]
@@ -140,8 +154,14 @@ def test_aligned_layout_is_clean() -> None:
 
 @pytest.mark.parametrize(
     ("value", "problem"),
-    [("2", "not an int (str)"), (2.0, "not an int (float)"), (True, "not an int (bool)"), (-1, "negative"),
-     (10, ">= the 10 embedding rows"), ([2, 99], ">= the 10 embedding rows")],
+    [
+        ("2", "not an int (str)"),
+        (2.0, "not an int (float)"),
+        (True, "not an int (bool)"),
+        (-1, "negative"),
+        (10, ">= the 10 embedding rows"),
+        ([2, 99], ">= the 10 embedding rows"),
+    ],
 )
 def test_tg204_out_of_range_ids(value: object, problem: str) -> None:
     report = check_layout(_layout(generation={"bos": 1, "eos": value, "pad": 0}))
@@ -166,8 +186,13 @@ def test_tg205_tokenizer_longer_than_embeddings() -> None:
 
 
 def test_tg206_tg207_and_tg208() -> None:
-    assert _codes(_layout(tokenizer={"bos": 1, "eos": 2, "pad": 2}, model={"bos": 1, "eos": 2, "pad": 2},
-                          generation={"bos": 1, "eos": 2, "pad": 2})) == {("TG206", "pad", "warning")}
+    assert _codes(
+        _layout(
+            tokenizer={"bos": 1, "eos": 2, "pad": 2},
+            model={"bos": 1, "eos": 2, "pad": 2},
+            generation={"bos": 1, "eos": 2, "pad": 2},
+        )
+    ) == {("TG206", "pad", "warning")}
     none = {"bos": 1, "eos": 2, "pad": None}
     assert _codes(_layout(tokenizer=none, model=none, generation=none)) == {("TG207", "pad", "warning")}
     assert _codes(_layout(end_of_turn=("<|end|>", 7))) == {("TG208", "eos", "error")}
@@ -179,7 +204,9 @@ def test_tg206_tg207_and_tg208() -> None:
 def test_tg202_bos_only_where_the_tokenizer_does_not_decide() -> None:
     tok = {"bos": None, "eos": 2, "pad": 0}
     assert _codes(_layout(tokenizer=tok, generation={"bos": 3, "eos": 2, "pad": 0})) == {
-        ("TG201", "bos", "warning"), ("TG202", "bos", "warning")}
+        ("TG201", "bos", "warning"),
+        ("TG202", "bos", "warning"),
+    }
     # the tokenizer defines bos: the generation config disagreeing with it is TG203, not TG202
     assert _codes(_layout(generation={"bos": 3, "eos": 2, "pad": 0})) == {("TG203", "bos", "error")}
 

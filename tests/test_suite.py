@@ -24,8 +24,19 @@ def run_suite(cwd: Path, *args: str, timeout: int = 600) -> subprocess.Completed
     """``python -m pytest --tokenguard --pyargs pytest_tokenguard.suite`` from ``cwd`` with the installed
     package (no PYTHONPATH, so a source checkout cannot stand in for the wheel)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    command = [sys.executable, "-m", "pytest", "--tokenguard", "--pyargs", "pytest_tokenguard.suite",
-               "-p", "no:cacheprovider", "-p", "no:xdist", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "--tokenguard",
+        "--pyargs",
+        "pytest_tokenguard.suite",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:xdist",
+        *args,
+    ]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -49,8 +60,7 @@ def test_suite_passes_on_the_zoo_from_the_installed_package(tmp_path: Path) -> N
     assert suite["qwen3-0.6b"]["lora_training"]["codes"].get("TG101") == "expected"
     # gemma's eos list: nothing to align from 5.18 on (and before 4.56); 4.56-5.17 always "update" a list
     gemma_model, gemma_tokenizer = zoo.build("gemma-2-2b-it")
-    gemma_updates = expected_trainer_updates(gemma_model, gemma_tokenizer,
-                                             not versions.trainer_aligns())
+    gemma_updates = expected_trainer_updates(gemma_model, gemma_tokenizer, not versions.trainer_aligns())
     assert ("TG101" in suite["gemma-2-2b-it"]["lora_training"]["codes"]) == bool(gemma_updates)
     assert suite["qwen3-0.6b"]["generation"]["codes"].get("TG113") == "expected"
     assert any(nodeid.endswith("test_lora_training[qwen3-0.6b]") for nodeid in report["tests"])
@@ -59,9 +69,11 @@ def test_suite_passes_on_the_zoo_from_the_installed_package(tmp_path: Path) -> N
 
 def test_installed_package_ships_suite_and_data(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    code = ("import pytest_tokenguard, pytest_tokenguard.suite.test_suite as s; from importlib import resources; "
-            "print(pytest_tokenguard.__file__); "
-            "print(resources.files('pytest_tokenguard').joinpath('_data/token_layouts.json').is_file())")
+    code = (
+        "import pytest_tokenguard, pytest_tokenguard.suite.test_suite as s; from importlib import resources; "
+        "print(pytest_tokenguard.__file__); "
+        "print(resources.files('pytest_tokenguard').joinpath('_data/token_layouts.json').is_file())"
+    )
     run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
     location, has_data = run.stdout.split()
     assert "site-packages" in location and has_data == "True"
@@ -126,8 +138,9 @@ def test_user_checkpoint_aligned_passes(checkpoints: dict[str, Path], tmp_path: 
         ("bad-adapter", "{folder}/adapter/adapter_config.json: missing"),
     ],
 )
-def test_bad_checkpoint_options_are_usage_errors(pytester: pytest.Pytester, checkpoints: dict[str, Path],
-                                                 setup: str, message: str) -> None:
+def test_bad_checkpoint_options_are_usage_errors(
+    pytester: pytest.Pytester, checkpoints: dict[str, Path], setup: str, message: str
+) -> None:
     folder = pytester.path / "ckpt"
     args = ["--tokenguard-model", str(folder)]
     if setup != "missing":
@@ -153,8 +166,9 @@ def _props(family: str, step: str, codes: str = "") -> list[tuple[str, object]]:
 
 
 def _finding(code: str, expected: bool) -> RuntimeFinding:
-    return RuntimeFinding(code=code, title="", message="m", logger="l", phase="call", channel="log", level="WARNING",
-                   fix="f", expected=expected)
+    return RuntimeFinding(
+        code=code, title="", message="m", logger="l", phase="call", channel="log", level="WARNING", fix="f", expected=expected
+    )
 
 
 def test_suite_table_merges_phases_and_marks_codes() -> None:

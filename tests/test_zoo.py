@@ -60,8 +60,9 @@ def test_chat_template_ends_turns_with_the_real_end_of_turn(family: tuple[str, d
         assert tokenizer.chat_template is None and found is None
     else:
         assert note is None and found == tuple(expected)
-        text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
-                                             tokenize=False)
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], tokenize=False
+        )
         assert expected[0] in text
 
 

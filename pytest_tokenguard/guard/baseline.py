@@ -39,18 +39,22 @@ def load(path: Path) -> dict[str, dict[str, Any]] | None:
     except (OSError, UnicodeDecodeError) as exc:
         raise BaselineError(f"{path}: cannot read the baseline ({exc})") from None
     except json.JSONDecodeError as exc:
-        raise BaselineError(f"{path}: corrupt baseline, malformed JSON at line {exc.lineno} column {exc.colno}; "
-                            "fix or delete it (it is never overwritten)") from None
+        raise BaselineError(
+            f"{path}: corrupt baseline, malformed JSON at line {exc.lineno} column {exc.colno}; "
+            "fix or delete it (it is never overwritten)"
+        ) from None
     # "schema" is how 0.2 spelled the version key; those files still load
     schema = data.get(SCHEMA_VERSION_KEY, data.get("schema")) if isinstance(data, dict) else None
     if not isinstance(data, dict) or schema != SCHEMA or not isinstance(data.get("tests"), dict):
-        raise BaselineError(f"{path}: not a tokenguard baseline (expected an object with \"{SCHEMA_VERSION_KEY}\": "
-                            f"{SCHEMA} and "
-                            "\"tests\"); fix or delete it (it is never overwritten)")
+        raise BaselineError(
+            f'{path}: not a tokenguard baseline (expected an object with "{SCHEMA_VERSION_KEY}": '
+            f"{SCHEMA} and "
+            '"tests"); fix or delete it (it is never overwritten)'
+        )
     tests: dict[str, dict[str, Any]] = data["tests"]
     for nodeid, entry in tests.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("observed"), dict):
-            raise BaselineError(f"{path}: entry {nodeid!r} has no \"observed\" object; fix or delete the file")
+            raise BaselineError(f'{path}: entry {nodeid!r} has no "observed" object; fix or delete the file')
     return tests
 
 
@@ -82,8 +86,7 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[Difference]:
     for key in sorted(set(flat_old) | set(flat_new)):
         before, after = flat_old.get(key, missing), flat_new.get(key, missing)
         if before != after:
-            result.append(Difference(key, "(absent)" if before is missing else before,
-                                     "(absent)" if after is missing else after))
+            result.append(Difference(key, "(absent)" if before is missing else before, "(absent)" if after is missing else after))
     return result
 
 
@@ -91,12 +94,15 @@ def _versions(versions: dict[str, Any]) -> str:
     return ", ".join(f"{name} {versions.get(name)}" for name in VERSION_PACKAGES)
 
 
-def format_differences(nodeid: str, path: Path, diffs: list[Difference], old_versions: dict[str, Any],
-                       new_versions: dict[str, Any]) -> str:
-    lines = [f"tokenguard baseline: token behaviour changed since {path}",
-             f"  test: {nodeid}",
-             f"  old versions: {_versions(old_versions)}",
-             f"  new versions: {_versions(new_versions)}"]
+def format_differences(
+    nodeid: str, path: Path, diffs: list[Difference], old_versions: dict[str, Any], new_versions: dict[str, Any]
+) -> str:
+    lines = [
+        f"tokenguard baseline: token behaviour changed since {path}",
+        f"  test: {nodeid}",
+        f"  old versions: {_versions(old_versions)}",
+        f"  new versions: {_versions(new_versions)}",
+    ]
     for diff in diffs:
         lines.append(f"  field {diff.field}:")
         lines.append(f"    old: {json.dumps(diff.old, sort_keys=True)}")
@@ -105,8 +111,9 @@ def format_differences(nodeid: str, path: Path, diffs: list[Difference], old_ver
     return "\n".join(lines)
 
 
-def comparison_failure(entries: dict[str, dict[str, Any]], path: Path, nodeid: str, observed: dict[str, Any],
-                       versions: dict[str, Any]) -> str | None:
+def comparison_failure(
+    entries: dict[str, dict[str, Any]], path: Path, nodeid: str, observed: dict[str, Any], versions: dict[str, Any]
+) -> str | None:
     """Why ``observed`` does not match the baseline entry of ``nodeid`` (None when it does)."""
     entry = entries.get(nodeid)
     if entry is None:
@@ -120,8 +127,11 @@ def comparison_failure(entries: dict[str, dict[str, Any]], path: Path, nodeid: s
 def stale_entries(baseline: dict[str, dict[str, Any]], collected: set[str], deselected: set[str]) -> list[str]:
     """Entries for tests that no longer exist: their module was collected, the test was not (nor deselected)."""
     modules = {nodeid.split("::", 1)[0] for nodeid in collected | deselected}
-    return sorted(nodeid for nodeid in baseline
-                  if nodeid.split("::", 1)[0] in modules and nodeid not in collected and nodeid not in deselected)
+    return sorted(
+        nodeid
+        for nodeid in baseline
+        if nodeid.split("::", 1)[0] in modules and nodeid not in collected and nodeid not in deselected
+    )
 
 
 @dataclass
@@ -143,16 +153,13 @@ class BaselineSession:
     deselected: set[str] = field(default_factory=set)
 
     @classmethod
-    def from_options(cls, path: str | None, update: bool, strict: bool,
-                     versions: dict[str, Any]) -> BaselineSession | None:
+    def from_options(cls, path: str | None, update: bool, strict: bool, versions: dict[str, Any]) -> BaselineSession | None:
         """None without a path; raises :class:`BaselineError` for flags without a path or an unusable file."""
         if not path:
             if update or strict:
-                raise BaselineError("--tokenguard-update-baseline/--tokenguard-baseline-strict need "
-                                    "--tokenguard-baseline PATH")
+                raise BaselineError("--tokenguard-update-baseline/--tokenguard-baseline-strict need --tokenguard-baseline PATH")
             return None
-        return cls(Path(path), load(Path(path)), update, strict,
-                   {name: versions.get(name) for name in VERSION_PACKAGES})
+        return cls(Path(path), load(Path(path)), update, strict, {name: versions.get(name) for name in VERSION_PACKAGES})
 
     @property
     def comparing(self) -> bool:
@@ -172,11 +179,15 @@ class BaselineSession:
             kept = {k: v for k, v in (self.entries or {}).items() if k not in stale and k not in entries}
             save(self.path, {**kept, **entries})
             verb = "recorded" if self.entries is None else "updated"
-            return [f"tokenguard baseline: {verb} {self.path} ({len(entries)} tests from this run, "
-                    f"{len(kept)} kept, {len(stale)} stale removed)"], False
+            return [
+                f"tokenguard baseline: {verb} {self.path} ({len(entries)} tests from this run, "
+                f"{len(kept)} kept, {len(stale)} stale removed)"
+            ], False
         lines = [f"tokenguard baseline: compared {len(entries)} tests with {self.path}"]
         if stale:
-            lines.append(f"tokenguard baseline: {len(stale)} entr{'y' if len(stale) == 1 else 'ies'} for tests that "
-                         "no longer exist (remove with --tokenguard-update-baseline):")
+            lines.append(
+                f"tokenguard baseline: {len(stale)} entr{'y' if len(stale) == 1 else 'ies'} for tests that "
+                "no longer exist (remove with --tokenguard-update-baseline):"
+            )
             lines.extend(f"  {nodeid}" for nodeid in stale)
         return lines, bool(stale) and self.strict

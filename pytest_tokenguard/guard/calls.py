@@ -39,8 +39,17 @@ from pytest_tokenguard.static.objects import layout_from_objects, unwrap_tokeniz
 
 
 class Recorder(Protocol):
-    def add(self, code: str, title: str, message: str, logger: str, channel: str, level: str, fix: str,
-            details: dict[str, Any] | None = None) -> None: ...
+    def add(
+        self,
+        code: str,
+        title: str,
+        message: str,
+        logger: str,
+        channel: str,
+        level: str,
+        fix: str,
+        details: dict[str, Any] | None = None,
+    ) -> None: ...
 
 
 @dataclass
@@ -57,8 +66,7 @@ class Options:
     @property
     def synthesizing(self) -> bool:
         if self._synthesize_now is None:
-            self._synthesize_now = self.synthesize == "always" or (
-                self.synthesize == "auto" and not versions.trainer_aligns())
+            self._synthesize_now = self.synthesize == "always" or (self.synthesize == "auto" and not versions.trainer_aligns())
         return self._synthesize_now
 
     @property
@@ -141,8 +149,7 @@ def ensure_installed() -> None:
     if "train" not in inst.done and "transformers.trainer" in sys.modules:
         inst.done.add("train")
         _wrap(sys.modules["transformers.trainer"].Trainer, "train", _check_train)
-    if ("generate" not in inst.done and "transformers.generation.utils" in sys.modules
-            and any(user.calls for user in inst.users)):
+    if "generate" not in inst.done and "transformers.generation.utils" in sys.modules and any(user.calls for user in inst.users):
         inst.done.add("generate")
         _wrap(sys.modules["transformers.generation.utils"].GenerationMixin, "generate", _check_generate)
 
@@ -179,7 +186,7 @@ def _wrap(owner: Any, name: str, check: Check) -> None:
     @functools.wraps(original)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         state = routing.current
-        if state is not None and state.options is not None and not capture.busy():
+        if state is not None and state.options is not None and state.recorder is not None and not capture.busy():
             # What the check itself logs is not the test's; and a check must never break the call it guards.
             with capture.muted(), contextlib.suppress(Exception):
                 check(state.recorder, state.options, self, args, kwargs)
@@ -192,13 +199,19 @@ def _wrap(owner: Any, name: str, check: Check) -> None:
 
 def _record_static(target: Recorder, options: Options, layout: TokenLayout, where: str) -> None:
     for finding in check_layout(layout).failing(strict=options.strict):
-        target.add(finding.code, STATIC_CODES[finding.code].title, f"{finding.message} [at {where}]",
-                   "pytest_tokenguard.calls", "check", finding.severity.upper(), finding.hint,
-                   {"field": finding.field, "values": finding.values, "severity": finding.severity, "at": where})
+        target.add(
+            finding.code,
+            STATIC_CODES[finding.code].title,
+            f"{finding.message} [at {where}]",
+            "pytest_tokenguard.calls",
+            "check",
+            finding.severity.upper(),
+            finding.hint,
+            {"field": finding.field, "values": finding.values, "severity": finding.severity, "at": where},
+        )
 
 
-def _check_train(target: Recorder, options: Options, trainer: Any, args: tuple[Any, ...],
-                 kwargs: dict[str, Any]) -> None:
+def _check_train(target: Recorder, options: Options, trainer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     model = getattr(trainer, "model", None)
     processing = getattr(trainer, "processing_class", None) or getattr(trainer, "tokenizer", None)
     tokenizer = unwrap_tokenizer(processing)
@@ -212,8 +225,16 @@ def _check_train(target: Recorder, options: Options, trainer: Any, args: tuple[A
             entry = BY_CODE["TG101"]
             version = versions.installed_text("transformers")
             message = TG101_MESSAGE.format(updated=updated)
-            target.add("TG101", entry.title, message, "pytest_tokenguard.synthesized", "synthesized", "WARNING",
-                       entry.fix, {"updated_tokens": updated, "synthesized": True, "transformers": version})
+            target.add(
+                "TG101",
+                entry.title,
+                message,
+                "pytest_tokenguard.synthesized",
+                "synthesized",
+                "WARNING",
+                entry.fix,
+                {"updated_tokens": updated, "synthesized": True, "transformers": version},
+            )
     if options.calls:
         _record_static(target, options, layout, "Trainer.train()")
 
@@ -222,8 +243,7 @@ def _token_fingerprint(config: Any) -> tuple[Any, ...]:
     if config is None:
         return (None,)
     values = [getattr(config, key, None) for key in TOKEN_ID_ATTRIBUTES]
-    return (id(config), *(tuple(v) if isinstance(v, list) else v for v in values),
-            getattr(config, "transformers_version", None))
+    return (id(config), *(tuple(v) if isinstance(v, list) else v for v in values), getattr(config, "transformers_version", None))
 
 
 #: fingerprint of everything the effective token ids depend on -> those ids
@@ -240,7 +260,9 @@ def effective_token_ids(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any
     passed = kwargs.get("generation_config", args[1] if len(args) > 1 else None)
     token_kwargs = {key: kwargs[key] for key in TOKEN_ID_ATTRIBUTES if key in kwargs}
     key: tuple[Any, ...] = (
-        id(type(model)), _token_fingerprint(passed), _token_fingerprint(getattr(model, "generation_config", None)),
+        id(type(model)),
+        _token_fingerprint(passed),
+        _token_fingerprint(getattr(model, "generation_config", None)),
         tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in token_kwargs.items()),
     )
     try:
@@ -276,8 +298,7 @@ def effective_generation_config(model: Any, passed: Any, token_kwargs: dict[str,
     return config
 
 
-def _check_generate(target: Recorder, options: Options, model: Any, args: tuple[Any, ...],
-                    kwargs: dict[str, Any]) -> None:
+def _check_generate(target: Recorder, options: Options, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     if not options.calls:
         return
     if not hasattr(model, "config"):

@@ -63,14 +63,18 @@ ENTRIES: tuple[Entry, ...] = (
         "TG101",
         "Trainer rewrote special tokens to match the tokenizer",
         re.escape(TG101_MESSAGE.split("{updated}")[0]).replace("\\ ", " ") + r"(?P<updated>\{.*\})\.",
-        "log", "4.56.0", None,
+        "log",
+        "4.56.0",
+        None,
         "align the model config and generation config with the tokenizer before building the Trainer",
     ),
     _entry(
         "TG110",
         "pad_token_id defaulted to eos_token_id for generation",
         r"Setting `pad_token_id` to `eos_token_id`:(?P<eos>.+?) for open-end generation\.",
-        "log", "4.40.0", "5.12.1",
+        "log",
+        "4.40.0",
+        "5.12.1",
         "set model.generation_config.pad_token_id = tokenizer.pad_token_id (or pass a GenerationConfig with pad)",
     ),
     _entry(
@@ -78,7 +82,9 @@ ENTRIES: tuple[Entry, ...] = (
         "generate() called without attention mask and pad token id",
         r"The attention mask and the pad token id were not set(?:, with a batched input)?\. As a consequence, you "
         r"may observe unexpected behavior\. Please pass your input's `attention_mask` to obtain reliable results\.",
-        "log", "4.40.0", None,
+        "log",
+        "4.40.0",
+        None,
         "pass attention_mask=inputs['attention_mask'] to generate() and set generation_config.pad_token_id",
     ),
     _entry(
@@ -87,7 +93,9 @@ ENTRIES: tuple[Entry, ...] = (
         r"The attention mask is not set(?: with a batched input,)? and cannot be inferred from input because pad "
         r"token is same as eos token\.\s?As a consequence, you may observe unexpected behavior\. Please pass your "
         r"input's `attention_mask` to obtain reliable results\.",
-        "log", "4.42.0", None,
+        "log",
+        "4.42.0",
+        None,
         "pass attention_mask to generate(); pad equals eos so it cannot be inferred",
     ),
     _entry(
@@ -95,7 +103,9 @@ ENTRIES: tuple[Entry, ...] = (
         "right padding with a decoder-only model",
         r"A decoder-only architecture is being used, but right-padding was detected! For correct generation "
         r"results, please set `padding_side='left'` when initializing the tokenizer\.",
-        "log", "4.40.0", None,
+        "log",
+        "4.40.0",
+        None,
         "set tokenizer.padding_side = 'left' before tokenizing prompts for generate()",
     ),
     _entry(
@@ -103,14 +113,18 @@ ENTRIES: tuple[Entry, ...] = (
         "eos_token_id is not a positive integer",
         r"`eos_token_id` should consist of positive integers, but is (?P<eos>.+?)\. Your generation will not stop "
         r"until the maximum length is reached\. Depending on other flags, it may even crash\.",
-        "log", "4.41.0", None,
+        "log",
+        "4.41.0",
+        None,
         "set generation_config.eos_token_id to the tokenizer's eos id(s), non-negative ints",
     ),
     _entry(
         "TG115",
         "eos_token_id is not a list of positive integers",
         r"`eos_token_id` has to be a list of positive integers, but is (?P<eos>.+)",
-        "log", "4.40.0", "4.40.2",
+        "log",
+        "4.40.0",
+        "4.40.2",
         "set generation_config.eos_token_id to non-negative int ids",
     ),
     _entry(
@@ -119,7 +133,9 @@ ENTRIES: tuple[Entry, ...] = (
         r"`pad_token_id` should be positive but got (?P<pad>-?\d+)\. This will cause errors when batch generating, "
         r"if there is padding\. Please set `pa[sd]_token_id` explicitly (?:by|as) "
         r"`model\.generation_config\.pad_token_id=PAD_TOKEN_ID` to avoid errors in generation",
-        "log", "4.41.0", None,
+        "log",
+        "4.41.0",
+        None,
         "set model.generation_config.pad_token_id = tokenizer.pad_token_id (a non-negative id)",
         min_level=logging.INFO,
     ),
@@ -128,7 +144,9 @@ ENTRIES: tuple[Entry, ...] = (
         "generation config flags invalid: a special token id",
         r"The following generation flags are not valid and may be ignored: \[(?P<flags>[^\]]*'(?:pad|bos|eos|"
         r"forced_bos|forced_eos|decoder_start)_token_id'[^\]]*)\]\.",
-        "log", "4.52.1", None,
+        "log",
+        "4.52.1",
+        None,
         "fix the listed token ids in model.generation_config (non-negative ids inside the vocabulary)",
     ),
     _entry(
@@ -136,7 +154,9 @@ ENTRIES: tuple[Entry, ...] = (
         "generation config invalid on save",
         r"(?:The (?:loaded )?generation config instance is invalid -- `(?:GenerationConfig)?\.validate\(\)` throws "
         r"warnings and/or exceptions\.|GenerationConfig is invalid: \n)",
-        "raise", "4.40.0", None,
+        "raise",
+        "4.40.0",
+        None,
         "fix the generation config fields listed in the error before save_pretrained",
     ),
     _entry(
@@ -144,14 +164,18 @@ ENTRIES: tuple[Entry, ...] = (
         "model config changed after the generation config was derived from it",
         r"Your generation config was originally created from the model config, but the model config has changed "
         r"since then\.",
-        "log", "4.40.0", "4.44.2",
+        "log",
+        "4.40.0",
+        "4.44.2",
         "set token ids on model.generation_config too, not only on model.config",
     ),
     _entry(
         "TG131",
         "generation parameters stored in the model config",
         r"Some (?:non-default )?generation parameters are set in the model config\. These should go into",
-        "warnings", "4.40.0", None,
+        "warnings",
+        "4.40.0",
+        None,
         "move forced_bos/forced_eos and other generation params to model.generation_config",
     ),
     _entry(
@@ -160,14 +184,18 @@ ENTRIES: tuple[Entry, ...] = (
         r"Moving the following attributes in the config to the generation config: (?P<params>\{.*?\})\. You are "
         r"seeing this warning because you've set generation parameters in the model config, as opposed to in the "
         r"generation config\.",
-        "warnings", "4.45.0", "4.57.6",
+        "warnings",
+        "4.45.0",
+        "4.57.6",
         "set those attributes on model.generation_config instead of model.config",
     ),
     _entry(
         "TG133",
         "generation controlled through the model config",
         r"You have modified the pretrained model configuration to control generation",
-        "warnings", "4.40.0", None,
+        "warnings",
+        "4.40.0",
+        None,
         "modify model.generation_config (or pass generation_config=) instead of model.config",
     ),
     _entry(
@@ -176,7 +204,9 @@ ENTRIES: tuple[Entry, ...] = (
         r"`generation_config` default values have been modified to match model-specific defaults: "
         r"(?P<values>\{.*'(?:pad|bos|eos|decoder_start)_token_id'.*\})\. If this is not desired, please set these "
         r"values explicitly\.",
-        "log", "4.50.0", "4.57.6",
+        "log",
+        "4.50.0",
+        "4.57.6",
         "set bos/eos/pad explicitly in the GenerationConfig you pass to generate()",
     ),
     _entry(
@@ -184,14 +214,18 @@ ENTRIES: tuple[Entry, ...] = (
         "special token id outside the vocabulary",
         r"Model config: (?P<name>\w+) must be `None` or an integer within the vocabulary \(between 0 and "
         r"(?P<max>-?\d+)\), got (?P<value>-?\d+)\. This may result in unexpected behavior\.",
-        "log", "5.9.0", None,
+        "log",
+        "5.9.0",
+        None,
         "set the id to one inside [0, vocab_size) or None in model.config",
     ),
     _entry(
         "TG136",
         "forced_bos_token_id missing from the generation config",
         r"Please make sure the generation config includes `forced_bos_token_id=(?P<bos>[^`]*)`\.",
-        "log", "5.0.0", None,
+        "log",
+        "5.0.0",
+        None,
         "set generation_config.forced_bos_token_id explicitly",
     ),
     _entry(
@@ -199,7 +233,9 @@ ENTRIES: tuple[Entry, ...] = (
         "embeddings resized without pad_to_multiple_of",
         r"You are resizing the embedding layer without providing a `pad_to_multiple_of` parameter\. This means "
         r"that the new embedding dimension will be (?P<n>\d+)\.",
-        "log", "4.40.0", None,
+        "log",
+        "4.40.0",
+        None,
         "pass pad_to_multiple_of=64 to resize_token_embeddings",
         min_level=logging.INFO,
     ),
@@ -208,7 +244,9 @@ ENTRIES: tuple[Entry, ...] = (
         "new embedding rows initialised from the old mean",
         r"The new (?:embeddings|lm_head weights) will be initialized from a multivariate normal distribution that "
         r"has old embeddings' mean and covariance\.",
-        "log", "4.46.0", None,
+        "log",
+        "4.46.0",
+        None,
         "reuse an existing token as pad (tokenizer.pad_token = <unused special token>) instead of growing the vocab,"
         " or train the new rows",
     ),
@@ -217,103 +255,151 @@ ENTRIES: tuple[Entry, ...] = (
         "special tokens added to the vocabulary",
         r"Special tokens have been added in the vocabulary, make sure the associated word embeddings are fine-tuned "
         r"or trained\.",
-        "log", "4.40.0", "4.57.6",
+        "log",
+        "4.40.0",
+        "4.57.6",
         "make sure the embeddings of added special tokens are trained (modules_to_save=['embed_tokens', 'lm_head'])",
         min_level=logging.INFO,
     ),
     _entry(
-        "TG143", "padding requested without a pad token",
+        "TG143",
+        "padding requested without a pad token",
         r"Asking to pad but the tokenizer does not have a padding token\.",
-        "raise", "4.40.0", None, "set tokenizer.pad_token before padding",
+        "raise",
+        "4.40.0",
+        None,
+        "set tokenizer.pad_token before padding",
     ),
     _entry(
-        "TG144", "collator padding without a pad token",
+        "TG144",
+        "collator padding without a pad token",
         r"You are attempting to pad samples but the tokenizer you are using \((?P<cls>[^)]*)\) does not have a "
         r"pad token\.",
-        "raise", "4.40.0", None, "set tokenizer.pad_token before collating",
+        "raise",
+        "4.40.0",
+        None,
+        "set tokenizer.pad_token before collating",
     ),
     _entry(
-        "TG145", "pipeline batching without a pad token",
+        "TG145",
+        "pipeline batching without a pad token",
         r"Pipeline with tokenizer without pad_token cannot do batching\.",
-        "raise", "4.40.0", None, "set pipe.tokenizer.pad_token_id",
+        "raise",
+        "4.40.0",
+        None,
+        "set pipe.tokenizer.pad_token_id",
     ),
     _entry(
         "TG146",
         "special token read while unset",
         r"Using (?P<key>(?:bos|eos|pad|unk|sep|cls|mask)_token(?:_id)?|additional_special_tokens), but it is not set "
         r"yet\.",
-        "log", "4.40.0", None,
+        "log",
+        "4.40.0",
+        None,
         "define the token on the tokenizer before reading it",
     ),
     _entry(
         "TG147",
         "possible padding without attention mask",
         r"We strongly recommend passing in an `attention_mask` since your input_ids may be padded\.",
-        "log", "4.40.0", None,
+        "log",
+        "4.40.0",
+        None,
         "pass attention_mask to the model's forward",
     ),
     _entry(
-        "TG148", "add_bos/add_eos set while the token is None",
+        "TG148",
+        "add_bos/add_eos set while the token is None",
         r"add_(?P<which>bos|eos)_token = True but (?P=which)_token = None",
-        "raise", "4.40.0", "5.2.0", "define the token or set add_*_token = False",
+        "raise",
+        "4.40.0",
+        "5.2.0",
+        "define the token or set add_*_token = False",
     ),
     _entry(
-        "TG149", "tokenizer special-token pattern needs an undefined token",
+        "TG149",
+        "tokenizer special-token pattern needs an undefined token",
         r"Cannot add special tokens following '(?P<pattern>\w+)' pattern because",
-        "raise", "5.2.0", None, "define the tokens the pattern needs",
+        "raise",
+        "5.2.0",
+        None,
+        "define the tokens the pattern needs",
     ),
     _entry(
         "TG150",
         "continuous batching without eos_token_id",
         r"`eos_token_id` not set in GenerationConfig\. Setting to -1 \(disabled\)\.",
-        "log", "4.53.0", None,
+        "log",
+        "4.53.0",
+        None,
         "set generation_config.eos_token_id before generate_batch()",
     ),
     _entry(
         "TG151",
         "zero-shot pipeline tokenizer without pad",
         r"Tokenizer was not supporting padding necessary for zero-shot, attempting to use `pad_token=eos_token`",
-        "log", "4.40.0", None,
+        "log",
+        "4.40.0",
+        None,
         "set tokenizer.pad_token before building the pipeline",
     ),
     _entry(
-        "TG152", "assistant model has a different tokenizer",
+        "TG152",
+        "assistant model has a different tokenizer",
         r"The assistant model has a different tokenizer than the main model\. You should pass the assistant "
         r"tokenizer\.",
-        "raise", "4.48.0", None, "pass assistant_tokenizer",
+        "raise",
+        "4.48.0",
+        None,
+        "pass assistant_tokenizer",
     ),
     _entry(
-        "TG153", "seq2seq padding without pad_token_id",
+        "TG153",
+        "seq2seq padding without pad_token_id",
         r"Pad_token_id must be set in the configuration of the model, in order to pad tensors",
-        "raise", "4.40.0", None, "set model.config.pad_token_id",
+        "raise",
+        "4.40.0",
+        None,
+        "set model.config.pad_token_id",
     ),
     _entry(
-        "TG154", "generate() missing a required special token",
+        "TG154",
+        "generate() missing a required special token",
         r"(?:`decoder_start_token_id` or `bos_token_id` has to be defined for encoder-decoder generation\.|"
         r"`bos_token_id` has to be defined when no `input_ids` are provided\.|If `eos_token_id` is defined, make "
         r"sure that `pad_token_id` is defined\.)",
-        "raise", "4.40.0", None, "define the token in the generation config",
+        "raise",
+        "4.40.0",
+        None,
+        "define the token in the generation config",
     ),
     _entry(
         "TG155",
         "padding to max_length without a maximum length",
         r"Asking to pad to max_length but no maximum length is provided and the model has no predefined maximum "
         r"length\. Default to no padding\.",
-        "log", "4.40.0", "4.57.6",
+        "log",
+        "4.40.0",
+        "4.57.6",
         "pass max_length= when padding='max_length'",
     ),
     _entry(
         "TG156",
         "left padding not accounted for in chunked attention",
         r"we cannot correctly account for the left-padding when computing the chunked attention pattern",
-        "log", "4.56.0", "4.57.6",
+        "log",
+        "4.56.0",
+        "4.57.6",
         "upgrade torch to >= 2.6 for left-padded chunked attention",
     ),
     _entry(
         "TG157",
         "eos_token_id passed to a decoding method",
         r"`eos_token_id` is deprecated in this function and will be removed in v4\.41",
-        "log", "4.40.0", "4.40.2",
+        "log",
+        "4.40.0",
+        "4.40.2",
         "set model.generation_config.eos_token_id instead",
     ),
 )
@@ -394,9 +480,7 @@ def trainer_fix_lines(updated: dict[str, int | list[int] | None]) -> list[str]:
         source = f"tokenizer.{name}"
         lines.append(f"model.config.{name} = {source}  # {shown}")
         if name == "eos_token_id":
-            lines.append(
-                f"model.generation_config.eos_token_id = [{source}, *other_stop_ids]  # keep {shown} in the list"
-            )
+            lines.append(f"model.generation_config.eos_token_id = [{source}, *other_stop_ids]  # keep {shown} in the list")
         else:
             lines.append(f"model.generation_config.{name} = {source}  # {shown}")
     return lines
@@ -415,4 +499,3 @@ def exists_in(entry: Entry, version: str) -> bool:
 def active_entries(version: str) -> list[Entry]:
     """The catalog entries whose message exists in transformers ``version``."""
     return [entry for entry in ENTRIES if exists_in(entry, version)]
-

@@ -89,8 +89,7 @@ class TestRecorder:
             codes: dict[str, int] = {}
             for finding in self.findings:
                 codes[finding.code] = codes.get(finding.code, 0) + finding.count
-            updates = [f.details["updated_tokens"] for f in self.findings
-                       if f.code == "TG101" and "updated_tokens" in f.details]
+            updates = [f.details["updated_tokens"] for f in self.findings if f.code == "TG101" and "updated_tokens" in f.details]
             return {"codes": dict(sorted(codes.items())), "trainer_updates": updates, **self.observations}
 
     def sink(self, logger: str, level: int, message: str, channel: str) -> None:
@@ -102,8 +101,17 @@ class TestRecorder:
             details = {"updated_tokens": parse_updated_tokens(details.pop("updated"))}
         self.add(match.code, match.title, message, logger, channel, logging.getLevelName(level), match.fix, details)
 
-    def add(self, code: str, title: str, message: str, logger: str, channel: str, level: str, fix: str,
-            details: dict[str, Any] | None = None) -> None:
+    def add(
+        self,
+        code: str,
+        title: str,
+        message: str,
+        logger: str,
+        channel: str,
+        level: str,
+        fix: str,
+        details: dict[str, Any] | None = None,
+    ) -> None:
         """Record one finding (identical ones in the same phase are counted, not repeated)."""
         with self._lock:
             expected = False
@@ -119,9 +127,19 @@ class TestRecorder:
             allowed_by = self.allow.get(code)
             if allowed_by is not None:
                 self.matched_allows.add(allowed_by)
-            finding = RuntimeFinding(code=code, title=title, message=message, logger=logger, phase=self.phase,
-                              channel=channel, level=level, fix=fix, details=dict(details or {}),
-                              allowed_by=allowed_by, expected=expected)
+            finding = RuntimeFinding(
+                code=code,
+                title=title,
+                message=message,
+                logger=logger,
+                phase=self.phase,
+                channel=channel,
+                level=level,
+                fix=fix,
+                details=dict(details or {}),
+                allowed_by=allowed_by,
+                expected=expected,
+            )
             self._index[key] = finding
             self.findings.append(finding)
 
@@ -177,8 +195,10 @@ def format_findings(findings: list[RuntimeFinding]) -> str:
         lines.append(f"  message: {f.message}")
         lines.append(f"  logger:  {f.logger} ({f.channel}, {f.level})")
         if f.details.get("synthesized"):
-            lines.append(f"  note:    synthesized: transformers {f.details.get('transformers')} does not align special "
-                         "tokens in Trainer.train(); this is what transformers >= 5.18 would do")
+            lines.append(
+                f"  note:    synthesized: transformers {f.details.get('transformers')} does not align special "
+                "tokens in Trainer.train(); this is what transformers >= 5.18 would do"
+            )
         lines.append(f"  phase:   {f.phase}, seen {f.count} time{'s' if f.count != 1 else ''}")
         if f.code == "TG101" and "updated_tokens" in f.details:
             lines.append(f"  updated tokens: {f.details['updated_tokens']}")

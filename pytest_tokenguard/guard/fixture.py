@@ -63,8 +63,7 @@ class TokenGuard:
         if failing:
             raise TokenGuardFailure(format_findings(failing))
 
-    def check(self, model: Any, tokenizer: Any = None, generation_config: Any = None, *,
-              strict: bool | None = None) -> Report:
+    def check(self, model: Any, tokenizer: Any = None, generation_config: Any = None, *, strict: bool | None = None) -> Report:
         """``assert_special_tokens_aligned`` honouring this test's allow marker and ``--tokenguard-strict``.
 
         Returns the report; raises :class:`TokenAlignmentError` on failing findings.
@@ -84,14 +83,15 @@ class TokenGuard:
         """Record a JSON-able observation of this test (compared by ``--tokenguard-baseline``)."""
         self._recorder.observe(key, value)
 
-    def snapshot(self, model: Any, tokenizer: Any = None, generation_config: Any = None, *,
-                 name: str = "default") -> Report:
+    def snapshot(self, model: Any, tokenizer: Any = None, generation_config: Any = None, *, name: str = "default") -> Report:
         """Add this layout (ids, token strings, static findings) to the test's baseline entry."""
         report = check_special_tokens(model, tokenizer, generation_config)
         layout = report.layout
         snapshots = self._recorder.observations.setdefault("snapshots", {})
         snapshots[name] = {
-            "model_config": layout.model, "generation_config": layout.generation, "tokenizer": layout.tokenizer,
+            "model_config": layout.model,
+            "generation_config": layout.generation,
+            "tokenizer": layout.tokenizer,
             "end_of_turn": list(layout.end_of_turn) if layout.end_of_turn else None,
             "strings": {str(k): v for k, v in sorted(layout.token_strings.items())},
             "findings": sorted(f"{f.code} {f.field} {f.severity}" for f in report.findings),

@@ -129,8 +129,7 @@ class SessionResults:
                 "stale_allows": self.stale_allows(),
             },
             "tests": {
-                nodeid: {"findings": [f.to_dict() for f in result.findings]}
-                for nodeid, result in sorted(self.tests.items())
+                nodeid: {"findings": [f.to_dict() for f in result.findings]} for nodeid, result in sorted(self.tests.items())
             },
             "suite": self.suite.to_json(),
         }

@@ -86,14 +86,16 @@ class GuardSession:
         self.report_path = Path(report) if report else None
         synthesize = str(config.getini("tokenguard_synthesize")).strip().lower()
         if synthesize not in ("auto", "always", "never"):
-            raise pytest.UsageError(
-                f"tokenguard: ini tokenguard_synthesize must be auto, always or never, not {synthesize!r}")
+            raise pytest.UsageError(f"tokenguard: ini tokenguard_synthesize must be auto, always or never, not {synthesize!r}")
         self.strict = _flag(config, "tokenguard_strict")
         self.state = routing.GuardState(Options(synthesize, _flag(config, "tokenguard_calls"), self.strict))
         try:
             self.baseline = BaselineSession.from_options(
-                config.getoption("tokenguard_baseline"), bool(config.getoption("tokenguard_update_baseline")),
-                bool(config.getoption("tokenguard_baseline_strict")), package_versions())
+                config.getoption("tokenguard_baseline"),
+                bool(config.getoption("tokenguard_update_baseline")),
+                bool(config.getoption("tokenguard_baseline_strict")),
+                package_versions(),
+            )
         except BaselineError as exc:
             raise pytest.UsageError(f"tokenguard: {exc}") from None
         self.results = SessionResults(global_allows=sorted(self.global_allow.values()))
@@ -174,8 +176,14 @@ class GuardSession:
             routing.receive(self.state, None)
             del item.stash[_RECORDER]
             plan = item.stash[_PLAN]
-            result = TestResult(item.nodeid, (report.location[0], report.location[1]), list(recorder.findings),
-                                plan.declared, sorted(recorder.matched_allows), item.stash.get(_OBSERVED, None))
+            result = TestResult(
+                item.nodeid,
+                (report.location[0], report.location[1]),
+                list(recorder.findings),
+                plan.declared,
+                sorted(recorder.matched_allows),
+                item.stash.get(_OBSERVED, None),
+            )
             setattr(report, REPORT_ATTRIBUTE, result.to_report_data())
             for finding in recorder.findings:
                 flag = " (allowed)" if finding.allowed else " (expected)" if finding.expected else ""
@@ -217,8 +225,7 @@ class GuardSession:
         if self.report_path is not None:
             write_json_atomic(self.report_path, self.results.to_json())
         if self.baseline is not None:
-            observed = {nodeid: result.observed for nodeid, result in self.results.tests.items()
-                        if result.observed is not None}
+            observed = {nodeid: result.observed for nodeid, result in self.results.tests.items() if result.observed is not None}
             self.baseline_lines, fail = self.baseline.finish(observed)
             if fail:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED

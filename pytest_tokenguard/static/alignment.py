@@ -185,8 +185,11 @@ def align_special_tokens(model: Any, tokenizer: Any, *, source: str = "tokenizer
         if name == "eos":
             declared = getattr(config, "eos_token_id", None)
             if isinstance(declared, list):
-                new = _dedupe([value, *embeddable(declared)]) if value not in declared or embeddable(declared) != declared \
+                new = (
+                    _dedupe([value, *embeddable(declared)])
+                    if value not in declared or embeddable(declared) != declared
                     else declared
+                )
             else:
                 new = value
             _set(config, "model_config", name, new, changes)
@@ -201,8 +204,15 @@ def align_special_tokens(model: Any, tokenizer: Any, *, source: str = "tokenizer
             value = getattr(tok, f"{name}_token_id", None)
             if name == "eos":
                 current = getattr(generation, "eos_token_id", None)
-                ids = _dedupe([*embeddable(current), *valid_ids(value), *old_model_eos,
-                               *embeddable(getattr(config, "eos_token_id", None)), *([eot] if eot is not None else [])])
+                ids = _dedupe(
+                    [
+                        *embeddable(current),
+                        *valid_ids(value),
+                        *old_model_eos,
+                        *embeddable(getattr(config, "eos_token_id", None)),
+                        *([eot] if eot is not None else []),
+                    ]
+                )
                 if ids and ids != id_list(current):  # nothing valid to stop on: leave it (never None)
                     _set(generation, "generation_config", name, _eos_value(ids, current), changes)
             elif value is not None:
@@ -218,8 +228,13 @@ def generation_config_ids(model: Any, tokenizer: Any) -> dict[str, Any]:
     config = text_config(base_model(model).config)
     tok = unwrap_tokenizer(tokenizer)
     eot = _end_of_turn_id(tok)
-    eos = _dedupe([*valid_ids(getattr(config, "eos_token_id", None)), *valid_ids(getattr(tok, "eos_token_id", None)),
-                   *([eot] if eot is not None else [])])
+    eos = _dedupe(
+        [
+            *valid_ids(getattr(config, "eos_token_id", None)),
+            *valid_ids(getattr(tok, "eos_token_id", None)),
+            *([eot] if eot is not None else []),
+        ]
+    )
 
     def first(*values: Any) -> Any:
         return next((v for v in values if v is not None), None)
@@ -227,8 +242,7 @@ def generation_config_ids(model: Any, tokenizer: Any) -> dict[str, Any]:
     return {
         "bos_token_id": first(getattr(tok, "bos_token_id", None), getattr(config, "bos_token_id", None)),
         "eos_token_id": _eos_value(eos, None),
-        "pad_token_id": first(getattr(tok, "pad_token_id", None), getattr(config, "pad_token_id", None),
-                              eos[0] if eos else None),
+        "pad_token_id": first(getattr(tok, "pad_token_id", None), getattr(config, "pad_token_id", None), eos[0] if eos else None),
     }
 
 

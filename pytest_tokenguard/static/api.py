@@ -20,7 +20,11 @@ def check_special_tokens(model_or_config: Any, tokenizer: Any = None, generation
 
 
 def assert_special_tokens_aligned(
-    model: Any, tokenizer: Any = None, generation_config: Any = None, *, allow: Iterable[str] = (),
+    model: Any,
+    tokenizer: Any = None,
+    generation_config: Any = None,
+    *,
+    allow: Iterable[str] = (),
     strict: bool = False,
 ) -> Report:
     """Raise :class:`TokenAlignmentError` on error findings (and warnings with ``strict``) not in ``allow``."""

@@ -53,10 +53,10 @@ def _compile(template: str) -> Any:
     def raise_exception(message: str) -> None:
         raise jinja2.exceptions.TemplateError(message)
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[_Generation, jinja2.ext.loopcontrols])
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[_Generation, jinja2.ext.loopcontrols])
     env.filters["tojson"] = lambda x, ensure_ascii=False, indent=None, separators=None, sort_keys=False: json.dumps(
-        x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+        x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: "2026-01-01"
     return env.from_string(template)
@@ -86,7 +86,7 @@ def end_of_turn(
     position = rendered.find(_REPLY)
     if position < 0:
         return None, "chat template not checked: the assistant message is not rendered"
-    tail = rendered[position + len(_REPLY):].lstrip()
+    tail = rendered[position + len(_REPLY) :].lstrip()
     matches = [token for token in special_tokens if token and tail.startswith(token)]
     if not matches:
         return None, "chat template ends assistant turns without a special token"

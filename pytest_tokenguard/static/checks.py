@@ -29,25 +29,60 @@ class StaticCode:
 STATIC_CODES: dict[str, StaticCode] = {
     c.code: c
     for c in (
-        StaticCode("TG201", "model config and tokenizer disagree on a special token", "error / warning",
-                   "align_special_tokens(model, tokenizer) sets the model and generation config from the tokenizer"),
-        StaticCode("TG202", "generation config and model config disagree", "warning",
-                   "build the generation config with generation_config_for(model, tokenizer)"),
-        StaticCode("TG203", "generation config and tokenizer disagree on a special token", "error",
-                   "align_special_tokens(model, tokenizer), or generation_config_for(model, tokenizer)"),
-        StaticCode("TG204", "special token id out of range", "error",
-                   "use an int id in [0, embedding rows); resize embeddings after adding tokens"),
-        StaticCode("TG205", "tokenizer has more tokens than the model has embedding rows", "error",
-                   "model.resize_token_embeddings(len(tokenizer)) after adding tokens"),
-        StaticCode("TG206", "pad token is also an eos token", "warning",
-                   "add a dedicated pad token, or make sure the collator keeps EOS in the labels and the pad id "
-                   "is not a stop id"),
-        StaticCode("TG207", "no pad token anywhere", "warning",
-                   "set tokenizer.pad_token (e.g. a dedicated token, or eos with care) and align the configs"),
-        StaticCode("TG208", "chat end-of-turn token does not stop generation", "error",
-                   "add the end-of-turn id to generation_config.eos_token_id (generation_config_for does)"),
-        StaticCode("TG209", "a model-config eos does not stop generation", "error / warning",
-                   "generation_config.eos_token_id should contain every model config eos id"),
+        StaticCode(
+            "TG201",
+            "model config and tokenizer disagree on a special token",
+            "error / warning",
+            "align_special_tokens(model, tokenizer) sets the model and generation config from the tokenizer",
+        ),
+        StaticCode(
+            "TG202",
+            "generation config and model config disagree",
+            "warning",
+            "build the generation config with generation_config_for(model, tokenizer)",
+        ),
+        StaticCode(
+            "TG203",
+            "generation config and tokenizer disagree on a special token",
+            "error",
+            "align_special_tokens(model, tokenizer), or generation_config_for(model, tokenizer)",
+        ),
+        StaticCode(
+            "TG204",
+            "special token id out of range",
+            "error",
+            "use an int id in [0, embedding rows); resize embeddings after adding tokens",
+        ),
+        StaticCode(
+            "TG205",
+            "tokenizer has more tokens than the model has embedding rows",
+            "error",
+            "model.resize_token_embeddings(len(tokenizer)) after adding tokens",
+        ),
+        StaticCode(
+            "TG206",
+            "pad token is also an eos token",
+            "warning",
+            "add a dedicated pad token, or make sure the collator keeps EOS in the labels and the pad id is not a stop id",
+        ),
+        StaticCode(
+            "TG207",
+            "no pad token anywhere",
+            "warning",
+            "set tokenizer.pad_token (e.g. a dedicated token, or eos with care) and align the configs",
+        ),
+        StaticCode(
+            "TG208",
+            "chat end-of-turn token does not stop generation",
+            "error",
+            "add the end-of-turn id to generation_config.eos_token_id (generation_config_for does)",
+        ),
+        StaticCode(
+            "TG209",
+            "a model-config eos does not stop generation",
+            "error / warning",
+            "generation_config.eos_token_id should contain every model config eos id",
+        ),
     )
 }
 STATIC_CODE_SET = frozenset(STATIC_CODES)
@@ -152,8 +187,7 @@ class TokenAlignmentError(AssertionError):
     def __init__(self, report: Report, failing: list[StaticFinding]) -> None:
         self.report = report
         self.failing = failing
-        lines = [f"special tokens are not aligned: {', '.join(sorted({f.code for f in failing}))}", "",
-                 report.table(), ""]
+        lines = [f"special tokens are not aligned: {', '.join(sorted({f.code for f in failing}))}", "", report.table(), ""]
         lines.extend(str(f) for f in failing)
         others = [f for f in report.findings if f not in failing]
         if others:
@@ -189,18 +223,30 @@ def check_layout(layout: TokenLayout) -> Report:
             if tok is not None and tok not in id_list(cfg):
                 # the Trainer keeps a declared eos list and puts the tokenizer's eos first
                 new = [tok, *id_list(cfg)] if name == "eos" and isinstance(cfg, (list, tuple)) else tok
-                found.append(_finding(
-                    "TG201", "error", name, {"model": cfg, "tokenizer": tok},
-                    f"model config {name} {d(cfg)} vs tokenizer {name} {d(tok)}: Trainer.train() rewrites the "
-                    f"model config to {new}",
-                    f"{_assignment('model.config', name, new)}  (or align_special_tokens(model, tokenizer))"))
+                found.append(
+                    _finding(
+                        "TG201",
+                        "error",
+                        name,
+                        {"model": cfg, "tokenizer": tok},
+                        f"model config {name} {d(cfg)} vs tokenizer {name} {d(tok)}: Trainer.train() rewrites the "
+                        f"model config to {new}",
+                        f"{_assignment('model.config', name, new)}  (or align_special_tokens(model, tokenizer))",
+                    )
+                )
             elif tok is None and cfg is not None:
-                found.append(_finding(
-                    "TG201", "warning", name, {"model": cfg, "tokenizer": None},
-                    f"model config {name} {d(cfg)} vs tokenizer {name} None: the tokenizer defines no {name} "
-                    f"(transformers 4.56-5.17 Trainers overwrite the config value with None)",
-                    f"keep it if the family has no {name} token by design (allow TG201); otherwise set "
-                    f"tokenizer.{name}_token"))
+                found.append(
+                    _finding(
+                        "TG201",
+                        "warning",
+                        name,
+                        {"model": cfg, "tokenizer": None},
+                        f"model config {name} {d(cfg)} vs tokenizer {name} None: the tokenizer defines no {name} "
+                        f"(transformers 4.56-5.17 Trainers overwrite the config value with None)",
+                        f"keep it if the family has no {name} token by design (allow TG201); otherwise set "
+                        f"tokenizer.{name}_token",
+                    )
+                )
         # TG202: generation vs model config, only where the tokenizer does not settle it (else TG201/TG203 say it).
         if model is not None and generation is not None:
             cfg, gen = model[name], generation[name]
@@ -208,23 +254,41 @@ def check_layout(layout: TokenLayout) -> Report:
                 expected = set(valid_ids(cfg)) | set(valid_ids(tok)) | ({eot_id} if eot_id is not None else set())
                 extra = [v for v in valid_ids(gen) if v not in expected]
                 if extra:
-                    found.append(_finding(
-                        "TG202", "warning", name, {"model": cfg, "generation": gen},
-                        f"generation eos {d(gen)} also stops on {d(extra)}, which is neither the model config eos "
-                        f"{d(cfg)}, the tokenizer eos nor the chat end of turn"))
+                    found.append(
+                        _finding(
+                            "TG202",
+                            "warning",
+                            name,
+                            {"model": cfg, "generation": gen},
+                            f"generation eos {d(gen)} also stops on {d(extra)}, which is neither the model config eos "
+                            f"{d(cfg)}, the tokenizer eos nor the chat end of turn",
+                        )
+                    )
             elif tok is None and cfg is not None and gen is not None and id_list(cfg) != id_list(gen):
-                found.append(_finding(
-                    "TG202", "warning", name, {"model": cfg, "generation": gen},
-                    f"generation config {name} {d(gen)} vs model config {name} {d(cfg)}"))
+                found.append(
+                    _finding(
+                        "TG202",
+                        "warning",
+                        name,
+                        {"model": cfg, "generation": gen},
+                        f"generation config {name} {d(gen)} vs model config {name} {d(cfg)}",
+                    )
+                )
         # TG203: generate() uses the generation config; the Trainer rewrites it to the tokenizer's value.
         if generation is not None and tok is not None and tok not in id_list(generation[name]):
             gen = generation[name]
             # an eos list keeps its stop ids (and the chat end of turn) with the tokenizer's eos added
             new = [tok, *valid_ids(gen)] if name == "eos" and valid_ids(gen) else tok
-            found.append(_finding(
-                "TG203", "error", name, {"generation": gen, "tokenizer": tok},
-                f"generation config {name} {d(gen)} vs tokenizer {name} {d(tok)}",
-                f"{_assignment('model.generation_config', name, new)}  (or align_special_tokens(model, tokenizer))"))
+            found.append(
+                _finding(
+                    "TG203",
+                    "error",
+                    name,
+                    {"generation": gen, "tokenizer": tok},
+                    f"generation config {name} {d(gen)} vs tokenizer {name} {d(tok)}",
+                    f"{_assignment('model.generation_config', name, new)}  (or align_special_tokens(model, tokenizer))",
+                )
+            )
 
     # TG204: every declared id must be an int the model can embed.
     rows = layout.rows
@@ -235,26 +299,47 @@ def check_layout(layout: TokenLayout) -> Report:
         for name in FIELDS:
             value = ids[name]
             if isinstance(value, (list, tuple)) and not value:
-                found.append(_finding("TG204", "error", name, {source: value},
-                                      f"{SOURCES[source]} {name} is an empty list: no token ends generation"))
+                found.append(
+                    _finding(
+                        "TG204",
+                        "error",
+                        name,
+                        {source: value},
+                        f"{SOURCES[source]} {name} is an empty list: no token ends generation",
+                    )
+                )
             for item in id_list(value):
                 problem = _id_problem(item, rows)
                 if problem:
-                    found.append(_finding("TG204", "error", name, {source: value},
-                                          f"{SOURCES[source]} {name} {d(value)}: {problem}"))
+                    found.append(
+                        _finding("TG204", "error", name, {source: value}, f"{SOURCES[source]} {name} {d(value)}: {problem}")
+                    )
     if layout.end_of_turn is not None:
         problem = _id_problem(layout.end_of_turn[1], rows)
         if problem:
-            found.append(_finding("TG204", "error", "end_of_turn", {"chat_template": layout.end_of_turn[1]},
-                                  f"chat end-of-turn {layout.end_of_turn[0]!r} id {layout.end_of_turn[1]!r}: {problem}"))
+            found.append(
+                _finding(
+                    "TG204",
+                    "error",
+                    "end_of_turn",
+                    {"chat_template": layout.end_of_turn[1]},
+                    f"chat end-of-turn {layout.end_of_turn[0]!r} id {layout.end_of_turn[1]!r}: {problem}",
+                )
+            )
 
     # TG205
     if layout.tokenizer_length is not None and rows is not None and layout.tokenizer_length > rows:
-        found.append(_finding(
-            "TG205", "error", "vocab", {"tokenizer": layout.tokenizer_length, "model": rows},
-            f"tokenizer has {layout.tokenizer_length} tokens but the model embeds only {rows} ids "
-            f"({layout.tokenizer_length - rows} token ids cannot be embedded)",
-            f"model.resize_token_embeddings({layout.tokenizer_length})"))
+        found.append(
+            _finding(
+                "TG205",
+                "error",
+                "vocab",
+                {"tokenizer": layout.tokenizer_length, "model": rows},
+                f"tokenizer has {layout.tokenizer_length} tokens but the model embeds only {rows} ids "
+                f"({layout.tokenizer_length - rows} token ids cannot be embedded)",
+                f"model.resize_token_embeddings({layout.tokenizer_length})",
+            )
+        )
 
     # TG206: one finding, naming every source where pad is a stop id.
     collisions: dict[str, Any] = {}
@@ -264,41 +349,63 @@ def check_layout(layout: TokenLayout) -> Report:
             collisions[source] = {"pad": ids["pad"], "eos": ids["eos"]}
     if collisions:
         where = "; ".join(f"{SOURCES[s]} pad {d(v['pad'])} in eos {d(v['eos'])}" for s, v in collisions.items())
-        found.append(_finding(
-            "TG206", "warning", "pad", collisions,
-            f"pad is an eos token ({where}): collators that mask pad in the labels also mask EOS, so the model "
-            f"never learns to stop, and a pad id among the generation eos ids ends generation on padding"))
+        found.append(
+            _finding(
+                "TG206",
+                "warning",
+                "pad",
+                collisions,
+                f"pad is an eos token ({where}): collators that mask pad in the labels also mask EOS, so the model "
+                f"never learns to stop, and a pad id among the generation eos ids ends generation on padding",
+            )
+        )
 
     # TG207
     present = [layout.source(s) for s in SOURCES if layout.source(s) is not None]
     if present and all(ids["pad"] is None for ids in present):  # type: ignore[index]
-        found.append(_finding("TG207", "warning", "pad", {s: None for s in SOURCES if layout.source(s) is not None},
-                              "no pad token in the model config, generation config or tokenizer: batched training "
-                              "and generation cannot pad"))
+        found.append(
+            _finding(
+                "TG207",
+                "warning",
+                "pad",
+                {s: None for s in SOURCES if layout.source(s) is not None},
+                "no pad token in the model config, generation config or tokenizer: batched training and generation cannot pad",
+            )
+        )
 
     # TG208: generation must stop where a chat turn ends.
     stop_source = "generation" if generation is not None else "model" if model is not None else None
     if eot_id is not None and stop_source is not None:
         stops = layout.source(stop_source)["eos"]  # type: ignore[index]
         if eot_id not in valid_ids(stops):
-            found.append(_finding(
-                "TG208", "error", "eos", {stop_source: stops, "chat_template": eot_id},
-                f"the chat template ends turns with {d(eot_id)}, which is not among the {SOURCES[stop_source]} eos "
-                f"ids {d(stops)}: generation runs past the end of the turn",
-                f"model.generation_config.eos_token_id = {sorted(set(valid_ids(stops)) | {eot_id})!r}"))
+            found.append(
+                _finding(
+                    "TG208",
+                    "error",
+                    "eos",
+                    {stop_source: stops, "chat_template": eot_id},
+                    f"the chat template ends turns with {d(eot_id)}, which is not among the {SOURCES[stop_source]} eos "
+                    f"ids {d(stops)}: generation runs past the end of the turn",
+                    f"model.generation_config.eos_token_id = {sorted(set(valid_ids(stops)) | {eot_id})!r}",
+                )
+            )
 
     # TG209
     if model is not None and generation is not None:
         # ids the model cannot embed are TG204's; they could never be generated anyway
-        missing = [v for v in valid_ids(model["eos"])
-                   if v not in valid_ids(generation["eos"]) and _id_problem(v, rows) is None]
+        missing = [v for v in valid_ids(model["eos"]) if v not in valid_ids(generation["eos"]) and _id_problem(v, rows) is None]
         if missing:
             none_left = not valid_ids(generation["eos"])
-            found.append(_finding(
-                "TG209", "error" if none_left else "warning", "eos",
-                {"model": model["eos"], "generation": generation["eos"]},
-                f"model config eos {d(missing)} is not among the generation eos ids {d(generation['eos'])}"
-                + (": nothing stops generation but the length limit" if none_left else "")))
+            found.append(
+                _finding(
+                    "TG209",
+                    "error" if none_left else "warning",
+                    "eos",
+                    {"model": model["eos"], "generation": generation["eos"]},
+                    f"model config eos {d(missing)} is not among the generation eos ids {d(generation['eos'])}"
+                    + (": nothing stops generation but the length limit" if none_left else ""),
+                )
+            )
 
     found.sort(key=lambda f: f.code)  # stable: per-field order kept within a code
     return report

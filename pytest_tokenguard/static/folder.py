@@ -108,7 +108,7 @@ def _token_text(value: Any, path: Path, key: str) -> str | None:
         return value
     if isinstance(value, Mapping) and isinstance(value.get("content"), str):
         return str(value["content"])
-    raise FolderError(f"{path}: {key} must be a string, an object with \"content\", or null; got {value!r}")
+    raise FolderError(f'{path}: {key} must be a string, an object with "content", or null; got {value!r}')
 
 
 def _add_string(strings: dict[str, int], by_id: dict[int, str], text: Any, token_id: Any, path: Path) -> None:
@@ -122,7 +122,7 @@ def _add_string(strings: dict[str, int], by_id: dict[int, str], text: Any, token
     by_id[token_id] = text
 
 
-_KEY_VALUE = re.compile(rb'\s*:\s*([\[{])')
+_KEY_VALUE = re.compile(rb"\s*:\s*([\[{])")
 _LAST_ID = re.compile(rb":\s*(\d+)\s*$")
 # tokenizers writes "model" last with "merges" last in it: a file not closed like that is truncated
 _CLOSED = re.compile(rb"\]\s*\}\s*\}\s*$")
@@ -175,7 +175,7 @@ class _TokenizerJson:
         except (UnicodeDecodeError, ValueError, RecursionError):  # the full parse names the problem
             return False
         last = _LAST_ID.search(data, max(vocab_at + 1, vocab_end - 4096), vocab_end)
-        if not isinstance(added, list) or vocab_end < 0 or (last is None and data[vocab_at + 1:vocab_end].strip()):
+        if not isinstance(added, list) or vocab_end < 0 or (last is None and data[vocab_at + 1 : vocab_end].strip()):
             return False
         self.added = added
         self.vocab_span = (vocab_at, vocab_end + 1)
@@ -217,12 +217,11 @@ class _TokenizerJson:
             needle = json.dumps(text, ensure_ascii=ascii_only).encode("utf-8")
             pattern = re.compile(re.escape(needle) + rb"\s*:\s*(\d+)")
             for match in pattern.finditer(self.data, start, end):
-                if self.data[match.start() - 1:match.start()] in (b"{", b",", b" ", b"\n", b"\t", b"\r"):
+                if self.data[match.start() - 1 : match.start()] in (b"{", b",", b" ", b"\n", b"\t", b"\r"):
                     try:
                         return int(match.group(1))
                     except ValueError:  # more digits than int() converts
-                        raise FolderError(
-                            f"{self.path}: the id of {text!r} in model.vocab is not a usable int") from None
+                        raise FolderError(f"{self.path}: the id of {text!r} in model.vocab is not a usable int") from None
             if text.isascii():
                 break
         return None
@@ -233,8 +232,7 @@ class _TokenizerJson:
             return next((text for text, i in self.vocab.items() if i == token_id), None)
         assert self.vocab_span is not None
         start, end = self.vocab_span
-        match = re.compile(rb'"((?:[^"\\]|\\.)*)"\s*:\s*' + str(token_id).encode() + rb"\s*[,}]").search(
-            self.data, start, end)
+        match = re.compile(rb'"((?:[^"\\]|\\.)*)"\s*:\s*' + str(token_id).encode() + rb"\s*[,}]").search(self.data, start, end)
         if match is None:
             return None
         try:

@@ -65,9 +65,7 @@ def _special_strings(tokenizer: Any) -> dict[str, int]:
     return strings
 
 
-def tokenizer_end_of_turn(
-    tokenizer: Any, strings: dict[str, int] | None = None
-) -> tuple[tuple[str, int] | None, str | None]:
+def tokenizer_end_of_turn(tokenizer: Any, strings: dict[str, int] | None = None) -> tuple[tuple[str, int] | None, str | None]:
     """The chat template's end-of-turn ``(token, id)`` (or ``None`` and why); no template -> ``(None, None)``."""
     template = getattr(tokenizer, "chat_template", None)
     if not template:
@@ -100,8 +98,14 @@ def layout_from_objects(model_or_config: Any, tokenizer: Any = None, generation_
         layout.end_of_turn, note = tokenizer_end_of_turn(tokenizer, strings)
         if note:
             layout.notes.append(note)
-        wanted = {v for src in (layout.model, layout.generation, layout.tokenizer) if src for name in FIELDS
-                  for v in id_list(src[name]) if is_id(v)}
+        wanted = {
+            v
+            for src in (layout.model, layout.generation, layout.tokenizer)
+            if src
+            for name in FIELDS
+            for v in id_list(src[name])
+            if is_id(v)
+        }
         if layout.end_of_turn is not None and is_id(layout.end_of_turn[1]):
             wanted.add(layout.end_of_turn[1])
         by_id = {token_id: text for text, token_id in strings.items()}

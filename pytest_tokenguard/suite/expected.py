@@ -9,30 +9,55 @@ Item = tuple[str, str, str]  # (code, field, severity)
 # with the reason, so "exactly the documented mismatches" is checked both ways.
 EXPECTED: dict[str, dict[str, object]] = {
     "qwen3-0.6b": {
-        "findings": {("TG201", "pad", "error"), ("TG201", "bos", "warning"), ("TG202", "eos", "warning"),
-                     ("TG206", "pad", "warning")},
-        "documented": {0: {("TG201", "pad", "error")}, 1: {("TG201", "bos", "warning")},
-                       2: {("TG206", "pad", "warning"), ("TG202", "eos", "warning")}},
+        "findings": {
+            ("TG201", "pad", "error"),
+            ("TG201", "bos", "warning"),
+            ("TG202", "eos", "warning"),
+            ("TG206", "pad", "warning"),
+        },
+        "documented": {
+            0: {("TG201", "pad", "error")},
+            1: {("TG201", "bos", "warning")},
+            2: {("TG206", "pad", "warning"), ("TG202", "eos", "warning")},
+        },
         "undocumented": {},
     },
     "qwen3-0.6b-base": {
-        "findings": {("TG201", "pad", "error"), ("TG203", "pad", "error"), ("TG206", "pad", "warning"),
-                     ("TG208", "eos", "error"), ("TG201", "bos", "warning")},
-        "documented": {0: {("TG201", "pad", "error"), ("TG203", "pad", "error")}, 1: {("TG206", "pad", "warning")},
-                       2: {("TG208", "eos", "error")}},
+        "findings": {
+            ("TG201", "pad", "error"),
+            ("TG203", "pad", "error"),
+            ("TG206", "pad", "warning"),
+            ("TG208", "eos", "error"),
+            ("TG201", "bos", "warning"),
+        },
+        "documented": {
+            0: {("TG201", "pad", "error"), ("TG203", "pad", "error")},
+            1: {("TG206", "pad", "warning")},
+            2: {("TG208", "eos", "error")},
+        },
         # same bos layout as qwen3-0.6b, where the data documents it
         "undocumented": {("TG201", "bos", "warning"): "Qwen has no BOS by design (documented for qwen3-0.6b)"},
     },
     "qwen2.5-0.5b-instruct": {
-        "findings": {("TG201", "pad", "error"), ("TG201", "bos", "warning"), ("TG202", "eos", "warning"),
-                     ("TG206", "pad", "warning")},
+        "findings": {
+            ("TG201", "pad", "error"),
+            ("TG201", "bos", "warning"),
+            ("TG202", "eos", "warning"),
+            ("TG206", "pad", "warning"),
+        },
         "documented": {0: {("TG201", "pad", "error")}, 1: {("TG206", "pad", "warning"), ("TG202", "eos", "warning")}},
         "undocumented": {("TG201", "bos", "warning"): "Qwen has no BOS by design (documented for qwen3-0.6b)"},
     },
-    "llama-3.2-1b": {"findings": {("TG207", "pad", "warning")}, "documented": {0: {("TG207", "pad", "warning")}},
-                     "undocumented": {}},
-    "mistral-7b-instruct-v0.3": {"findings": {("TG207", "pad", "warning")},
-                                 "documented": {0: {("TG207", "pad", "warning")}}, "undocumented": {}},
+    "llama-3.2-1b": {
+        "findings": {("TG207", "pad", "warning")},
+        "documented": {0: {("TG207", "pad", "warning")}},
+        "undocumented": {},
+    },
+    "mistral-7b-instruct-v0.3": {
+        "findings": {("TG207", "pad", "warning")},
+        "documented": {0: {("TG207", "pad", "warning")}},
+        "undocumented": {},
+    },
     # Documented as a difference, but both ids are in the config and generation eos lists: no code applies.
     "gemma-2-2b-it": {"findings": set(), "documented": {0: set()}, "undocumented": {}},
     "phi-3-mini-4k-instruct": {
@@ -40,13 +65,15 @@ EXPECTED: dict[str, dict[str, object]] = {
         "documented": {0: {("TG206", "pad", "warning")}, 1: {("TG202", "eos", "warning")}},
         "undocumented": {},
     },
-    "smollm2-135m-instruct": {"findings": {("TG206", "pad", "warning")},
-                              "documented": {0: {("TG206", "pad", "warning")}}, "undocumented": {}},
+    "smollm2-135m-instruct": {
+        "findings": {("TG206", "pad", "warning")},
+        "documented": {0: {("TG206", "pad", "warning")}},
+        "undocumented": {},
+    },
     "tinyllama-1.1b-chat-v1.0": {
         "findings": {("TG201", "pad", "error"), ("TG203", "pad", "error"), ("TG206", "pad", "warning")},
         "documented": {0: {("TG201", "pad", "error")}, 1: {("TG203", "pad", "error")}, 2: {("TG206", "pad", "warning")}},
         "undocumented": {},
     },
-    "gpt2": {"findings": {("TG207", "pad", "warning")}, "documented": {0: {("TG207", "pad", "warning")}},
-             "undocumented": {}},
+    "gpt2": {"findings": {("TG207", "pad", "warning")}, "documented": {0: {("TG207", "pad", "warning")}}, "undocumented": {}},
 }

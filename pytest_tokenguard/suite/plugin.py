@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 def add_options(group: pytest.OptionGroup) -> None:
     group.addoption(
-        "--tokenguard-model", metavar="PATH",
+        "--tokenguard-model",
+        metavar="PATH",
         help="run the bundled suite (--pyargs pytest_tokenguard.suite) on this local checkpoint folder instead of the zoo",
     )
     group.addoption("--tokenguard-adapter", metavar="PATH", help="with --tokenguard-model: a local peft adapter folder")

@@ -41,8 +41,7 @@ def token_string(token_id: int) -> str:
 
 
 @st.composite
-def special_token_layouts(draw: st.DrawFn, *, min_rows: int = 12, max_rows: int = 40,
-                          allow_out_of_range: bool = True) -> Layout:
+def special_token_layouts(draw: st.DrawFn, *, min_rows: int = 12, max_rows: int = 40, allow_out_of_range: bool = True) -> Layout:
     """A random special-token layout over a small vocabulary (ids drawn from a few shared values
     so that tokens collide often)."""
     rows = draw(st.integers(min_rows, max_rows))
@@ -91,8 +90,16 @@ def build_layout(layout: Layout, *, seed: int = 0) -> tuple[Any, Any, Any]:
         tokenizer.chat_template = TEMPLATE.replace("{end_of_turn}", token_string(tok["end_of_turn"]))
 
     model_ids = layout["model"]
-    config = LlamaConfig(vocab_size=layout["rows"], hidden_size=8, intermediate_size=16, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, head_dim=4, max_position_embeddings=64)
+    config = LlamaConfig(
+        vocab_size=layout["rows"],
+        hidden_size=8,
+        intermediate_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=4,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     for name in FIELDS:  # set after construction: out-of-range ids are the point

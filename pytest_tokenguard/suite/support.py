@@ -21,8 +21,16 @@ from pytest_tokenguard.static.objects import base_model, layout_from_objects, to
 from pytest_tokenguard.suite import zoo
 
 #: The character-chat app's sampling (max_new_tokens, min_new_tokens, temperature, ...).
-APP_SAMPLING: dict[str, Any] = dict(max_new_tokens=50, min_new_tokens=5, temperature=0.8, top_p=0.9, top_k=50,
-                                    do_sample=True, repetition_penalty=1.05, num_beams=1)
+APP_SAMPLING: dict[str, Any] = dict(
+    max_new_tokens=50,
+    min_new_tokens=5,
+    temperature=0.8,
+    top_p=0.9,
+    top_k=50,
+    do_sample=True,
+    repetition_penalty=1.05,
+    num_beams=1,
+)
 USER_PREFIX = "model:"
 DEDICATED_PAD = "<|tg_pad|>"
 PROMPTS = ("Hi.", "Who led the people out of Egypt?", "Tell me, in a few words, what you carried down the mountain.")
@@ -87,8 +95,9 @@ def checkpoint_problem(model_path: str, adapter_path: str | None) -> str | None:
         return str(exc)
     if not weights_present(Path(model_path)):
         return f"{Path(model_path)}: no weights (model.safetensors, pytorch_model.bin or a sharded index)"
-    if adapter_path and not any((Path(adapter_path) / name).exists()
-                                for name in ("adapter_model.safetensors", "adapter_model.bin")):
+    if adapter_path and not any(
+        (Path(adapter_path) / name).exists() for name in ("adapter_model.safetensors", "adapter_model.bin")
+    ):
         return f"{Path(adapter_path)}: no adapter weights (adapter_model.safetensors or adapter_model.bin)"
     return None
 
@@ -111,8 +120,12 @@ def usual_setup(tokenizer: Any) -> str | None:
 
 #: The "moses" character's lines, short: the zoo's tokenizers are character-level, and every token
 #: costs a full real-size vocabulary of logits.
-MOSES_LINES = (("Who are you?", "I am Moses."), ("Where were you?", "On Sinai."), ("What did you bring?", "The law."),
-               ("And the sea?", "It parted."))
+MOSES_LINES = (
+    ("Who are you?", "I am Moses."),
+    ("Where were you?", "On Sinai."),
+    ("What did you bring?", "The law."),
+    ("And the sea?", "It parted."),
+)
 
 
 def training_texts(tokenizer: Any) -> list[str]:
@@ -183,8 +196,10 @@ def end_of_turn_id(tokenizer: Any) -> int | None:
 def prompts(tokenizer: Any) -> list[str]:
     """Prompts of different lengths, through the chat template when there is one."""
     if getattr(tokenizer, "chat_template", None):
-        return [tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                              add_generation_prompt=True) for text in PROMPTS]
+        return [
+            tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+            for text in PROMPTS
+        ]
     return list(PROMPTS)
 
 
@@ -192,8 +207,9 @@ def encode_prompts(tokenizer: Any, side: str = "left") -> Any:
     old = tokenizer.padding_side
     tokenizer.padding_side = side
     try:
-        return tokenizer(prompts(tokenizer), return_tensors="pt", padding=True, add_special_tokens=False,
-                         return_token_type_ids=False)
+        return tokenizer(
+            prompts(tokenizer), return_tensors="pt", padding=True, add_special_tokens=False, return_token_type_ids=False
+        )
     finally:
         tokenizer.padding_side = old
 
@@ -236,12 +252,12 @@ def object_ids(model: Any) -> dict[str, dict[str, Any]]:
     return {
         "config.json": {key: getattr(inner.config, f"{key}_token_id", None) for key in FIELDS},
         "generation_config.json": {key: getattr(generation, f"{key}_token_id", None) for key in FIELDS}
-        if generation is not None else {},
+        if generation is not None
+        else {},
     }
 
 
-def nulls_over_ints(before: dict[str, dict[str, Any]],
-                    saved: dict[str, dict[str, Any]]) -> list[tuple[tuple[str, str], str]]:
+def nulls_over_ints(before: dict[str, dict[str, Any]], saved: dict[str, dict[str, Any]]) -> list[tuple[tuple[str, str], str]]:
     """Fields that held an int id before and were written as null (or dropped): ((file, field), message)."""
     problems = []
     for file, ids in before.items():

@@ -51,8 +51,11 @@ class SuiteTable:
         if not isinstance(where, str) or "|" not in where:
             return False
         family, step = where.split("|", 1)
-        codes = {code.rstrip("!"): "failing" if code.endswith("!") else "static"
-                 for code in str(props.get(SUITE_CODES_PROPERTY, "")).split(",") if code}
+        codes = {
+            code.rstrip("!"): "failing" if code.endswith("!") else "static"
+            for code in str(props.get(SUITE_CODES_PROPERTY, "")).split(",")
+            if code
+        }
         for finding in findings:
             codes[finding.code] = "failing" if finding.failing else "expected"
         self.cells.setdefault(family, {}).setdefault(step, SuiteCell()).merge(outcome, codes)
@@ -76,5 +79,7 @@ class SuiteTable:
         return lines
 
     def to_json(self) -> dict[str, dict[str, dict[str, Any]]]:
-        return {family: {step: {"outcome": cell.outcome, "codes": dict(sorted(cell.codes.items()))}
-                         for step, cell in row.items()} for family, row in sorted(self.cells.items())}
+        return {
+            family: {step: {"outcome": cell.outcome, "codes": dict(sorted(cell.codes.items()))} for step, cell in row.items()}
+            for family, row in sorted(self.cells.items())
+        }

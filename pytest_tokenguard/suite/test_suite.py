@@ -81,8 +81,7 @@ def expecting_trainer_updates(tokenguard: Any, expected: dict[str, Any]) -> Iter
     counts = {id(f): f.count for f in tokenguard.records}
     with tokenguard.expect("TG101"):
         yield
-    logged = [f.details.get("updated_tokens") for f in tokenguard.records
-              if f.code == "TG101" and f.count > counts.get(id(f), 0)]
+    logged = [f.details.get("updated_tokens") for f in tokenguard.records if f.code == "TG101" and f.count > counts.get(id(f), 0)]
     assert logged and all(value == expected for value in logged), f"predicted {expected}, logged {logged}"
 
 
@@ -136,7 +135,8 @@ def test_labels_keep_eos(subject: support.Subject, tokenguard: Any, request: pyt
         assert raw.masked == 0, (
             f"TG206: pad {tokenizer.pad_token_id} is the eos id, so {raw.masked} EOS label(s) were masked to -100 "
             f"and the model never learns to stop; fix: add a dedicated pad token, e.g. "
-            f"pytest_tokenguard.suite.support.add_dedicated_pad(model, tokenizer)")
+            f"pytest_tokenguard.suite.support.add_dedicated_pad(model, tokenizer)"
+        )
         return
     if trap:
         assert raw.masked > 0 and raw.kept == 0, raw
@@ -147,8 +147,7 @@ def test_labels_keep_eos(subject: support.Subject, tokenguard: Any, request: pyt
         assert raw.masked == 0, raw
 
 
-def test_save_and_reload(subject: support.Subject, tokenguard: Any, tmp_path: Path,
-                         request: pytest.FixtureRequest) -> None:
+def test_save_and_reload(subject: support.Subject, tokenguard: Any, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """4. Train, save base + adapter + tokenizer, reload with PeftModel.from_pretrained: ids survive, no null
     over an int id, ``tokenguard check`` passes on the saved folders."""
     from peft import PeftModel
@@ -191,12 +190,16 @@ def test_save_and_reload(subject: support.Subject, tokenguard: Any, tmp_path: Pa
     reloaded_tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
     assert support.object_ids(reloaded) == pristine  # the base was saved before training
     assert [reloaded_tokenizer.bos_token_id, reloaded_tokenizer.eos_token_id, reloaded_tokenizer.pad_token_id] == [
-        tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id]
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+    ]
     require_no_errors(request, reloaded, reloaded_tokenizer)
 
 
-def _generate(model: Any, tokenizer: Any, generation_config: Any, *, stop_at: list[int] | None = None,
-              **kwargs: Any) -> tuple[Any, int]:
+def _generate(
+    model: Any, tokenizer: Any, generation_config: Any, *, stop_at: list[int] | None = None, **kwargs: Any
+) -> tuple[Any, int]:
     """Batched left-padded chat prompts; with ``stop_at``, row i emits the end of turn as its new token
     ``stop_at[i]`` (and no stop id before it)."""
     import torch
@@ -235,15 +238,19 @@ def test_generation(subject: support.Subject, tokenguard: Any, request: pytest.F
     at_steps = [6, 9, 12]
     output, prompt_length = _generate(model, tokenizer, config, stop_at=at_steps)
     new = output[:, prompt_length:]
-    tokenguard.observe("generation", {
-        "ids": {key: getattr(config, f"{key}_token_id") for key in FIELDS},
-        "stopped_at": [[int(token) for token in row].index(end_of_turn) if end_of_turn in row else None
-                       for row in new.tolist()],
-    })
+    tokenguard.observe(
+        "generation",
+        {
+            "ids": {key: getattr(config, f"{key}_token_id") for key in FIELDS},
+            "stopped_at": [
+                [int(token) for token in row].index(end_of_turn) if end_of_turn in row else None for row in new.tolist()
+            ],
+        },
+    )
     assert new.shape[1] == max(at_steps) + 1, "generation ends when the last row reaches its end of turn"
     for row, at in enumerate(at_steps):
         assert int(new[row, at]) == end_of_turn
-        assert all(int(token) == config.pad_token_id for token in new[row, at + 1:]), new[row].tolist()
+        assert all(int(token) == config.pad_token_id for token in new[row, at + 1 :]), new[row].tolist()
 
     with tokenguard.expect("TG113"):  # deliberate right padding
         batch = support.encode_prompts(tokenizer, side="right")
@@ -259,8 +266,7 @@ def copy_config(config: Any, **changes: Any) -> Any:
     return new
 
 
-def test_character_chat_moses(subject: support.Subject, tokenguard: Any, tmp_path: Path,
-                              request: pytest.FixtureRequest) -> None:
+def test_character_chat_moses(subject: support.Subject, tokenguard: Any, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """6. The character-chat app: a "moses" adapter on the Qwen3-0.6B layout. Its own fix (generation ids
     copied from the base config) against the real fix (align_special_tokens + generation_config_for)."""
     if subject.is_user_checkpoint or subject.name != "qwen3-0.6b":

@@ -133,7 +133,7 @@ def tokenizer_json(tok: dict[str, Any]) -> str:
     data["model"]["vocab"] = "@VOCAB@"
     encode = json.encoder.encode_basestring  # C-accelerated string escaping
     # the alphabet fills the first ids that are not special, in order; placeholders the rest
-    plain = [i for i in range(min(length, len(alphabet) + len(specials))) if i not in specials][:len(alphabet)]
+    plain = [i for i in range(min(length, len(alphabet) + len(specials))) if i not in specials][: len(alphabet)]
     entries = [f"{encode(char)}:{i}" for char, i in zip(alphabet, plain, strict=False)]
     start = plain[-1] + 1 if plain else 0
     entries += [f'"<|tg_filler_{i}|>":{i}' for i in range(start, length) if i not in specials]
@@ -195,8 +195,13 @@ def build_model(data: dict[str, Any], *, seed: int = 0) -> Any:
         options.update(n_embd=16, n_layer=1, n_head=2, n_positions=256)
     else:
         options.update(
-            hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-            num_key_value_heads=1, max_position_embeddings=256, **_ARCHITECTURE_OPTIONS.get(architecture, {}),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=256,
+            **_ARCHITECTURE_OPTIONS.get(architecture, {}),
         )
     config = config_class(**options)
     torch.manual_seed(seed)
@@ -260,8 +265,9 @@ def chat_texts(tokenizer: Any, lines: tuple[tuple[str, str], ...] = CHAT_LINES) 
     return texts
 
 
-def lora_train(model: Any, tokenizer: Any, output_dir: str | Path, *, steps: int = 2, lora: bool = True,
-               texts: list[str] | None = None) -> Any:
+def lora_train(
+    model: Any, tokenizer: Any, output_dir: str | Path, *, steps: int = 2, lora: bool = True, texts: list[str] | None = None
+) -> Any:
     """Trainer (+ peft LoRA on all linear layers) for ``steps`` steps on CPU over a few chat lines, with
     ``DataCollatorForLanguageModeling``; returns the trained model (a ``PeftModel`` with ``lora``)."""
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
@@ -269,17 +275,28 @@ def lora_train(model: Any, tokenizer: Any, output_dir: str | Path, *, steps: int
     if lora and not hasattr(model, "peft_config"):
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules="all-linear", lora_dropout=0.0,
-                                                 task_type="CAUSAL_LM"))
+        model = get_peft_model(
+            model, LoraConfig(r=2, lora_alpha=4, target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM")
+        )
     texts = texts if texts is not None else chat_texts(tokenizer)
     encoded = [dict(tokenizer(text, truncation=True, max_length=64)) for text in texts]
     args = TrainingArguments(
-        output_dir=str(output_dir), max_steps=steps, per_device_train_batch_size=2, learning_rate=1e-3,
-        logging_steps=steps, save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True,
+        output_dir=str(output_dir),
+        max_steps=steps,
+        per_device_train_batch_size=2,
+        learning_rate=1e-3,
+        logging_steps=steps,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
         dataloader_num_workers=0,
     )
     trainer = Trainer(
-        model=model, args=args, train_dataset=encoded, processing_class=tokenizer,
+        model=model,
+        args=args,
+        train_dataset=encoded,
+        processing_class=tokenizer,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
     )
     trainer.train()
