@@ -89,7 +89,7 @@ def _unfixable(report: Any, tokenizer_ids: dict[str, Any], rows: int, length: in
 
 @PROPERTY
 @given(layout=special_token_layouts())
-def test_after_align_no_errors_and_trainer_aligns_nothing(layout: dict[str, Any], tmp_path_factory: Any) -> None:
+def test_after_align_no_errors_and_trainer_aligns_nothing(layout: dict[str, Any]) -> None:
     model, tokenizer, _ = build_layout(layout)
     before = {name: getattr(model.config, f"{name}_token_id") for name in FIELDS}
     changes = align_special_tokens(model, tokenizer)
@@ -100,7 +100,8 @@ def test_after_align_no_errors_and_trainer_aligns_nothing(layout: dict[str, Any]
     allowed = _unfixable(report, layout["tokenizer"], layout["rows"], layout["tokenizer"]["length"])
     assert errors <= allowed, str(report)
     if SKIPS_NONE:  # 4.56-5.17 write the tokenizer's None over config ids; nothing but None can stop that
-        assert trainer_logged_updates(model, tokenizer, str(tmp_path_factory.getbasetemp())) is None
+        # the prediction is the installed Trainer's own answer (test_prediction_equals_what_the_installed_trainer_logs)
+        assert predict_trainer_alignment(model, tokenizer) == {}
     for name, value in before.items():
         if is_id(value) and getattr(model.config, f"{name}_token_id") is None:
             pytest.fail(f"config {name} {value} became None")
@@ -119,6 +120,15 @@ def test_generation_config_for_checks_clean(layout: dict[str, Any], sampling: di
     assert all(getattr(config, key) == value for key, value in sampling.items())
     report = check_special_tokens(model, tokenizer, config)
     assert not {"TG202", "TG203", "TG208", "TG209"} & set(report.codes()), str(report)
+
+
+@pytest.mark.skipif(not SKIPS_NONE, reason="4.56-5.17 Trainers still write None over ids the tokenizer lacks")
+def test_after_align_a_real_trainer_logs_nothing(tmp_path: Any) -> None:
+    model, tokenizer = zoo.build("qwen3-0.6b")
+    assert trainer_logged_updates(model, tokenizer, str(tmp_path / "raw")) == {"pad_token_id": 151643}
+    model, tokenizer = zoo.build("qwen3-0.6b")
+    align_special_tokens(model, tokenizer)
+    assert trainer_logged_updates(model, tokenizer, str(tmp_path / "aligned")) is None
 
 
 def test_generation_config_for_the_character_chat_app() -> None:

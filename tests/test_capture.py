@@ -90,7 +90,8 @@ def test_loggers_created_after_attach_are_guarded(seen: list[tuple[str, int, str
     assert seen[-1][0] == "ContinuousBatchingLogger"
 
 
-def test_verbosity_error_hides_output_but_not_the_record(seen: list[tuple[str, int, str, str]], verbosity: None) -> None:
+@pytest.mark.usefixtures("verbosity")
+def test_verbosity_error_hides_output_but_not_the_record(seen: list[tuple[str, int, str, str]]) -> None:
     logger = hf_logging.get_logger("transformers.generation.utils")
     hf_logging.set_verbosity_error()
     with CaptureLogger(logger) as cl:
@@ -101,7 +102,8 @@ def test_verbosity_error_hides_output_but_not_the_record(seen: list[tuple[str, i
     assert not logger.isEnabledFor(logging.WARNING)
 
 
-def test_output_identical_with_and_without_guard(verbosity: None) -> None:
+@pytest.mark.usefixtures("verbosity")
+def test_output_identical_with_and_without_guard() -> None:
     logger = hf_logging.get_logger("transformers.generation.utils")
 
     def run() -> list[str]:
@@ -126,7 +128,8 @@ def test_output_identical_with_and_without_guard(verbosity: None) -> None:
     assert plain[0] == "pad token\nerr\n" and plain[1] == "err\n"
 
 
-def test_caller_information_is_unchanged(verbosity: None) -> None:
+@pytest.mark.usefixtures("verbosity")
+def test_caller_information_is_unchanged() -> None:
     logger = hf_logging.get_logger("transformers.generation.utils")
     keep = _Keep()
     logger.addHandler(keep)

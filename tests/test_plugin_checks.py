@@ -52,7 +52,7 @@ def warmed_up(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 @pytest.fixture
-def helpers(pytester: pytest.Pytester, warmed_up: None) -> pytest.Pytester:
+def helpers(pytester: pytest.Pytester, warmed_up: None) -> pytest.Pytester:  # warmed_up: for its side effect
     pytester.makepyfile(tg_helpers=HELPERS)
     return pytester
 

@@ -58,7 +58,7 @@ def test_qwen3_with_only_config_pad_aligned_has_no_error() -> None:
     assert {f.code for f in report.warnings} == {"TG201", "TG202", "TG206"}
 
 
-def test_peft_model_is_checked_through_its_base(built: dict[str, tuple[Any, Any]]) -> None:
+def test_peft_model_is_checked_through_its_base() -> None:
     from peft import LoraConfig, get_peft_model
 
     model, tokenizer = zoo.build("tinyllama-1.1b-chat-v1.0")
