@@ -11,10 +11,10 @@ import pytest
 pytest.importorskip("transformers")
 # pytester's in-process runs drop modules first imported inside them; re-importing torch-backed
 # modules in one process crashes, so everything the examples import is imported here first.
-import hypothesis  # noqa: E402,F401
-import torch  # noqa: E402,F401
-import transformers.testing_utils  # noqa: E402,F401
-from transformers.generation.utils import GenerationMixin  # noqa: E402,F401
+import hypothesis  # noqa: F401
+import torch  # noqa: F401
+import transformers.testing_utils  # noqa: F401
+from transformers.generation.utils import GenerationMixin  # noqa: F401
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
