@@ -43,6 +43,16 @@ def python_blocks() -> list[str]:
     return re.findall(r"^```python\n(.*?)^```", README.read_text(encoding="utf-8"), flags=re.S | re.M)
 
 
+def _leading_literal(text: str) -> str:
+    """``"{'a': (1, 2)}: why"`` -> ``"{'a': (1, 2)}"`` (up to the bracket that closes the first one)."""
+    depth = 0
+    for index, char in enumerate(text):
+        depth += 1 if char in "{[(" else -1 if char in "}])" else 0
+        if depth == 0:
+            return text[: index + 1]
+    raise ValueError(f"unbalanced literal in {text!r}")
+
+
 def with_stated_values_asserted(block: str) -> str:
     """``expression   # {'a': 1}: explanation`` becomes an assertion that the expression equals ``{'a': 1}``,
     right where the example evaluates it."""
@@ -51,12 +61,7 @@ def with_stated_values_asserted(block: str) -> str:
         code, _, comment = line.partition("  # ")
         comment = comment.strip()
         if code.strip() and comment.startswith(("{", "[")):
-            depth = 0
-            for end, char in enumerate(comment):
-                depth += 1 if char in "{[(" else -1 if char in "}])" else 0
-                if depth == 0:
-                    break
-            value = ast.literal_eval(comment[: end + 1])
+            value = ast.literal_eval(_leading_literal(comment))
             line = f"_value = {code.strip()}\nassert _value == {value!r}, ({code.strip()!r}, _value)"
         lines.append(line)
     return "\n".join(lines) + "\n"
