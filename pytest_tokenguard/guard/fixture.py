@@ -19,7 +19,11 @@ class TokenGuardFailure(AssertionError):
 
 
 class TokenGuard:
-    """Inspect and assert the token-alignment warnings of the running test."""
+    """The ``tokenguard`` fixture: inspect and assert the token-alignment findings of the running test.
+
+    Annotate with it (``def test_x(tokenguard: TokenGuard)``). Findings come from transformers' log records
+    and warnings (classified by the catalog), synthesized TG101s and ``--tokenguard-calls`` checks.
+    """
 
     def __init__(self, recorder: TestRecorder, *, strict: bool = False) -> None:
         self._recorder = recorder
@@ -27,18 +31,21 @@ class TokenGuard:
 
     @property
     def records(self) -> list[RuntimeFinding]:
-        """Findings so far in this test (allowed and expected ones included, flagged)."""
+        """:class:`RuntimeFinding` objects of this test so far, in the order first seen (allowed and expected
+        ones included, flagged by ``allowed_by`` / ``expected``)."""
         return list(self._recorder.findings)
 
     @property
     def codes(self) -> list[str]:
+        """The codes of :attr:`records`, in the same order (a code seen in several phases appears once per phase)."""
         return [f.code for f in self._recorder.findings]
 
     @contextmanager
     def expect(self, *codes: str) -> Iterator[None]:
         """Expect each code inside the block; those findings do not fail the test.
 
-        Fails the test when a listed code was not emitted inside the block.
+        Fails the test (``pytest.fail``) when a listed code was not emitted inside the block; raises
+        ``pytest.UsageError`` for unknown codes or none at all.
         """
         try:
             wanted = split_codes(codes, "tokenguard.expect()")

@@ -90,7 +90,14 @@ def _trapped(module: Any) -> Iterator[_Trap]:
 
 def predict_trainer_alignment(model: Any, tokenizer: Any) -> dict[str, Any]:
     """Exactly the ``Updated tokens`` dict the installed ``Trainer.train()`` would log for ``model`` and
-    ``tokenizer`` (``{}`` when it changes nothing). Neither argument is modified."""
+    ``tokenizer``, e.g. ``{"pad_token_id": 151643}`` (``{}`` when it changes nothing).
+
+    The answer comes from the installed transformers itself: ``trainer_utils.align_special_tokens`` (5.2+)
+    or ``Trainer._align_special_tokens`` (4.56-5.1), run on copies of ``model.config`` and
+    ``model.generation_config``; before 4.56 the Trainer aligns nothing and this returns ``{}``, as it does
+    when ``tokenizer`` is not a tokenizer or processor (the Trainer skips alignment then). Neither argument
+    is modified. Raises ``ImportError`` when transformers is not installed.
+    """
     from transformers import PreTrainedTokenizerBase
     from transformers.processing_utils import ProcessorMixin
 
@@ -151,7 +158,12 @@ def align_special_tokens(model: Any, tokenizer: Any, *, source: str = "tokenizer
     ``source="tokenizer"`` (what the Trainer does, done deliberately): the configs take the tokenizer's
     ids; the generation eos keeps its ids and gains the tokenizer eos and the chat end of turn.
     ``source="model"``: the tokenizer's special tokens are set from the model config, and the
-    generation config follows. An int id is never replaced by ``None``.
+    generation config follows. An int id is never replaced by ``None``; ids the model cannot embed are
+    dropped from stop lists. ``model`` may be a ``PreTrainedModel`` or a peft ``PeftModel`` (its base is
+    changed); the chat end of turn comes from rendering ``tokenizer.chat_template``.
+
+    Returns the changes made, e.g. ``{"model_config.pad_token_id": (None, 151643)}``. Raises ``ValueError``
+    for another ``source``.
     """
     if source not in ("tokenizer", "model"):
         raise ValueError(f"source must be 'tokenizer' or 'model', not {source!r}")
@@ -250,7 +262,9 @@ def generation_config_for(model: Any, tokenizer: Any, **sampling: Any) -> Any:
     """A ``GenerationConfig`` whose special tokens check clean, with ``sampling`` passed through.
 
     eos: model eos + tokenizer eos + the chat template's end of turn; pad: the tokenizer's (else
-    the model's, else eos); bos: the tokenizer's, else the model's.
+    the model's, else eos); bos: the tokenizer's, else the model's. Returns a
+    ``transformers.GenerationConfig``; raises ``TypeError`` when ``sampling`` names a token id (this
+    function sets them) and whatever ``GenerationConfig`` raises for invalid sampling values.
     """
     clash = _TOKEN_KEYWORDS & set(sampling)
     if clash:

@@ -329,6 +329,8 @@ def _text_config(config: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class FolderLayout:
+    """What :func:`read_folder` found: the layout, the files it read (paths), and the adapter's config."""
+
     layout: TokenLayout
     files: list[str]
     adapter: dict[str, Any] | None = None
@@ -346,7 +348,15 @@ def _folder(path: Path, what: str) -> Path:
 
 
 def read_folder(path: str | Path, adapter: str | Path | None = None) -> FolderLayout:
-    """The layout of a checkpoint folder, with an adapter folder's tokenizer/config files taking precedence."""
+    """The layout of a checkpoint folder, with an adapter folder's tokenizer/config files taking precedence.
+
+    Reads ``config.json`` (or its ``text_config``), ``generation_config.json``, ``tokenizer_config.json``,
+    ``special_tokens_map.json``, ``tokenizer.json`` and the chat template (``chat_template.jinja``,
+    ``chat_template.json`` or ``tokenizer_config.json``); never imports torch or transformers, never runs
+    code from the folder. Returns a :class:`FolderLayout` (``layout``, ``files`` read, ``adapter`` config).
+    Raises :class:`FolderError` naming the file and the problem (missing folder or ``config.json``, bad JSON,
+    invalid ids, an adapter folder without ``adapter_config.json``).
+    """
     base = _folder(Path(path), "checkpoint")
     adapter_dir = _folder(Path(adapter), "adapter") if adapter is not None else None
     files: list[str] = []
