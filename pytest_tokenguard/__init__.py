@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from pytest_tokenguard.guard.catalog import RUNTIME_CODES
     from pytest_tokenguard.guard.findings import RuntimeFinding
     from pytest_tokenguard.guard.fixture import TokenGuard, TokenGuardFailure
-    from pytest_tokenguard.guard.session import TokenguardStaleAllowWarning
+    from pytest_tokenguard.session import TokenguardStaleAllowWarning
     from pytest_tokenguard.static.alignment import align_special_tokens, generation_config_for, predict_trainer_alignment
     from pytest_tokenguard.static.api import assert_special_tokens_aligned, check_special_tokens
     from pytest_tokenguard.static.checks import STATIC_CODES, Report, StaticFinding, TokenAlignmentError
@@ -33,7 +33,7 @@ _HOMES = {
     "RuntimeFinding": "pytest_tokenguard.guard.findings",
     "TokenGuard": "pytest_tokenguard.guard.fixture",
     "TokenGuardFailure": "pytest_tokenguard.guard.fixture",
-    "TokenguardStaleAllowWarning": "pytest_tokenguard.guard.session",
+    "TokenguardStaleAllowWarning": "pytest_tokenguard.session",
     "align_special_tokens": "pytest_tokenguard.static.alignment",
     "generation_config_for": "pytest_tokenguard.static.alignment",
     "predict_trainer_alignment": "pytest_tokenguard.static.alignment",

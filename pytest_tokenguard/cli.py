@@ -91,7 +91,7 @@ def _catalog(args: argparse.Namespace) -> int:
             "first": e.first,
             "last": e.last,
             "active": bool(version) and exists_in(e, version),
-            "pattern": e.pattern.pattern,
+            "pattern": e.pattern,
             "fix": e.fix,
         }
         for e in entries

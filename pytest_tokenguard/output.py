@@ -14,6 +14,11 @@ from typing import Any
 SCHEMA_VERSION_KEY = "schema_version"
 
 
+def clean_summary(guarded: int) -> str:
+    """The terminal summary of a run whose guarded tests had no finding at all."""
+    return f"tokenguard: clean, {guarded} guarded test{'s' if guarded != 1 else ''}, no token-alignment warnings"
+
+
 def columns(rows: Sequence[Sequence[str]]) -> list[str]:
     """Rows of cells -> lines with every column left-aligned to its widest cell (two spaces apart)."""
     if not rows:

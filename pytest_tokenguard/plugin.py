@@ -1,19 +1,23 @@
-"""pytest hooks of tokenguard: options, markers, fixtures, and hooks that delegate.
+"""pytest hooks of tokenguard: options, markers, the fixture, and hooks that delegate.
 
-The runtime guard lives in ``guard/`` (:class:`~pytest_tokenguard.guard.session.GuardSession`, one per
-config, in ``config.stash``), the static checks in ``static/``, the test kit and the bundled suite in
-``suite/`` (its fixtures are a plugin of their own, registered from ``pytest_configure``).
+The session (:class:`~pytest_tokenguard.session.TokenguardSession`, one per config, in ``config.stash``)
+holds the per-test hooks and registers them only when the run guards something; the runtime guard lives in
+``guard/``, the static checks in ``static/``, the test kit and the bundled suite in ``suite/`` (its fixtures
+are a plugin of their own, registered from ``pytest_configure``). This module imports nothing else of the
+package at import time: each hook imports what it needs, so loading the plugin costs next to nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_tokenguard.guard.fixture import TokenGuard
-from pytest_tokenguard.guard.session import STASH, GuardSession
-from pytest_tokenguard.suite import plugin as suite_plugin
+if TYPE_CHECKING:
+    from pytest_tokenguard.guard.fixture import TokenGuard
+    from pytest_tokenguard.session import TokenguardSession
+
+_STASH: pytest.StashKey[TokenguardSession] = pytest.StashKey()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -44,6 +48,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="check the objects at every Trainer.train() and generate() call (ini: tokenguard_calls)",
     )
+    from pytest_tokenguard.suite import plugin as suite_plugin
+
     suite_plugin.add_options(group)
     group.addoption(
         "--tokenguard-baseline",
@@ -69,62 +75,39 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "tokenguard: guard this test (or class, module) without --tokenguard")
+    from pytest_tokenguard.session import ALLOW_MARKER, MARKER, TokenguardSession
+    from pytest_tokenguard.suite import plugin as suite_plugin
+
+    config.addinivalue_line("markers", f"{MARKER}: guard this test (or class, module) without --tokenguard")
     config.addinivalue_line(
         "markers",
-        'tokenguard_allow(*codes, reason): allow these tokenguard codes here, e.g. tokenguard_allow("TG101", reason="...")',
+        f'{ALLOW_MARKER}(*codes, reason): allow these tokenguard codes here, e.g. {ALLOW_MARKER}("TG101", reason="...")',
     )
-    session = GuardSession(config)
+    session = TokenguardSession(config)
     suite_plugin.check_options(config)
-    config.stash[STASH] = session
-    config.pluginmanager.register(session, "tokenguard-session")
+    config.stash[_STASH] = session
     config.pluginmanager.register(suite_plugin, "tokenguard-suite")
+    session.start()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    config.stash[STASH].plan(items)
+    config.stash[_STASH].plan(items)
 
 
 def pytest_deselected(items: list[pytest.Item]) -> None:
     if items:
-        session = items[0].config.stash.get(STASH, None)
+        session = items[0].config.stash.get(_STASH, None)
         if session is not None:
             session.deselected(items)
-
-
-# Plain tryfirst impls (not wrappers): they run before the runner sets up fixtures or calls the
-# test, which is all that is needed, and cost less per test than generator wrappers.
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    item.config.stash[STASH].enter_phase(item, "setup")
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_call(item: pytest.Item) -> None:
-    item.config.stash[STASH].enter_phase(item, "call")
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_teardown(item: pytest.Item) -> None:
-    item.config.stash[STASH].enter_phase(item, "teardown")
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    item.config.stash[STASH].make_report(item, call.when, report)
-    return report
 
 
 @pytest.fixture
 def tokenguard(request: pytest.FixtureRequest) -> TokenGuard:
     """Findings of this test; ``expect(*codes)``, ``assert_clean()``, ``clear()``, ``check(model, tokenizer)``."""
-    return request.config.stash[STASH].fixture(request)
+    return request.config.stash[_STASH].fixture(request)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    session = config.stash.get(STASH, None)
+    session = config.stash.get(_STASH, None)
     if session is not None:
         session.close()

@@ -13,6 +13,19 @@ from transformers.generation.utils import GenerationMixin  # noqa: F401
 
 pytest_plugins = ("pytester",)
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _modules_loaded_outside_pytester() -> None:
+    """Generate once here: the modules generate() imports lazily (which vary by version) are then loaded
+    before pytester's in-process runs, which drop modules first imported inside them."""
+    import torch
+
+    from pytest_tokenguard.suite import zoo
+
+    model, _ = zoo.build("tinyllama-1.1b-chat-v1.0")
+    model.generate(torch.tensor([[1, 5]]), attention_mask=torch.ones(1, 2, dtype=torch.long), max_new_tokens=1)
+
+
 INNER = """
 from transformers.utils import logging as hf_logging
 

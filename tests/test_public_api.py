@@ -46,7 +46,7 @@ def test_all_is_the_user_api_and_every_name_resolves() -> None:
     assert StaticFinding.__name__ != RuntimeFinding.__name__
     assert issubclass(TokenguardStaleAllowWarning, pytest.PytestWarning)
     assert issubclass(TokenAlignmentError, AssertionError)
-    internals = {"classify", "ENTRIES", "GuardSession", "capture", "zoo"}
+    internals = {"classify", "ENTRIES", "TokenguardSession", "capture", "zoo"}
     assert not internals & set(pytest_tokenguard.__all__)
 
 

@@ -8,6 +8,7 @@ research over transformers 4.40 .. 5.24 (see README, "Codes").
 from __future__ import annotations
 
 import ast
+import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -23,13 +24,18 @@ FALLBACK_CODE = "TG100"
 class Entry:
     code: str
     title: str
-    pattern: re.Pattern[str]
+    #: the regex source; compiled on first use (:attr:`compiled`), not at import
+    pattern: str
     channel: Channel
     first: str
     last: str | None  # None: still present in the newest version examined
     fix: str
     #: Lowest level at which the record counts; INFO for messages transformers logs as info.
     min_level: int = logging.WARNING
+
+    @functools.cached_property
+    def compiled(self) -> re.Pattern[str]:
+        return re.compile(self.pattern, re.DOTALL)
 
     @property
     def observed(self) -> bool:
@@ -47,7 +53,7 @@ def _entry(
     fix: str,
     min_level: int = logging.WARNING,
 ) -> Entry:
-    return Entry(code, title, re.compile(pattern, re.DOTALL), channel, first, last, fix, min_level)
+    return Entry(code, title, pattern, channel, first, last, fix, min_level)
 
 
 #: What ``Trainer.train()`` logs when it aligns special tokens (transformers >= 4.56,
@@ -412,10 +418,7 @@ BY_CODE: dict[str, Entry] = {entry.code: entry for entry in ENTRIES}
 #: Every code a user may allow or expect.
 RUNTIME_CODES: frozenset[str] = frozenset({FALLBACK_CODE, *BY_CODE})
 
-_TOKEN_MENTION = re.compile(
-    r"\b(?:bos|eos|pad)(?:[ _]token(?:_id)?s?)?\b|special[ _]tokens?|attention[ _]mask|padding[ _]side",
-    re.IGNORECASE,
-)
+_TOKEN_MENTION = r"\b(?:bos|eos|pad)(?:[ _]token(?:_id)?s?)?\b|special[ _]tokens?|attention[ _]mask|padding[ _]side"
 
 #: Cheap pre-filter: every catalog message mentions at least one of these words.
 _KEYWORDS = ("token", "pad", "attention", "generation", "embedding", "eos", "bos")
@@ -448,10 +451,10 @@ def classify(message: str, level: int) -> Match | None:
         return None
     for entry in ENTRIES:
         if entry.observed and level >= entry.min_level:
-            found = entry.pattern.search(message)
+            found = entry.compiled.search(message)
             if found:
                 return Match(entry.code, entry.title, entry.fix, {k: v for k, v in found.groupdict().items() if v})
-    if level >= logging.WARNING and _TOKEN_MENTION.search(message):
+    if level >= logging.WARNING and re.search(_TOKEN_MENTION, message, re.IGNORECASE):
         return Match(FALLBACK_CODE, FALLBACK_TITLE, FALLBACK_FIX, {})
     return None
 

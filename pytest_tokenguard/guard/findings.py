@@ -65,12 +65,20 @@ class _ExpectScope:
 
 
 class TestRecorder:
-    """Collects the findings of one test from any thread, grouped by identical record."""
+    """Collects the findings of the running test from any thread, grouped by identical record.
+
+    One recorder serves a whole session: :meth:`begin` starts a test, :meth:`end` stops recording (what
+    arrives between tests belongs to no test and is dropped). Constructed with ``allow``, it is already
+    recording (scripts and unit tests use it that way).
+    """
+
+    __test__ = False  # a pytest-collected name ("Test...") that is not a test class
 
     def __init__(self, allow: Mapping[str, str] | None = None) -> None:
         #: code -> label of the allow entry that covers it in this test
         self.allow = dict(allow or {})
         self.phase = "setup"
+        self.active = True
         self.findings: list[RuntimeFinding] = []
         self.matched_allows: set[str] = set()
         self._index: dict[tuple[str, str, str, str, bool], RuntimeFinding] = {}
@@ -78,6 +86,23 @@ class TestRecorder:
         self._lock = threading.Lock()
         #: what the test recorded with tokenguard.observe()/snapshot()/check(), for baselines
         self.observations: dict[str, Any] = {}
+
+    def begin(self, allow: Mapping[str, str], phase: str = "setup") -> None:
+        """Start recording a new test (forgets the previous test's findings and observations)."""
+        with self._lock:
+            self.allow = dict(allow) if allow else {}
+            self.phase = phase
+            if self.findings or self.observations or self.matched_allows or self._scopes:
+                self.findings = []
+                self._index = {}
+                self.matched_allows = set()
+                self.observations = {}
+                self._scopes = []
+            self.active = True
+
+    def end(self) -> None:
+        """Stop recording: the test is over."""
+        self.active = False
 
     def observe(self, key: str, value: Any) -> None:
         with self._lock:
@@ -93,6 +118,8 @@ class TestRecorder:
             return {"codes": dict(sorted(codes.items())), "trainer_updates": updates, **self.observations}
 
     def sink(self, logger: str, level: int, message: str, channel: str) -> None:
+        if not self.active:
+            return
         match = classify(message, level)
         if match is None:
             return
@@ -113,6 +140,8 @@ class TestRecorder:
         details: dict[str, Any] | None = None,
     ) -> None:
         """Record one finding (identical ones in the same phase are counted, not repeated)."""
+        if not self.active:
+            return
         with self._lock:
             expected = False
             for scope in self._scopes:

@@ -8,7 +8,7 @@ from importlib import metadata
 from typing import Any
 
 from pytest_tokenguard.guard.findings import RuntimeFinding
-from pytest_tokenguard.output import SCHEMA_VERSION_KEY
+from pytest_tokenguard.output import SCHEMA_VERSION_KEY, clean_summary
 from pytest_tokenguard.suite.table import SuiteTable
 
 SCHEMA_VERSION = 1
@@ -64,9 +64,14 @@ class TestResult:
 
 @dataclass
 class SessionResults:
+    """What the session learnt: guarded tests counted, and the results of those that carry data (findings,
+    allow entries, baseline observations; every guarded test when the JSON report is written)."""
+
     global_allows: list[str] = field(default_factory=list)
     tests: dict[str, TestResult] = field(default_factory=dict)
     suite: SuiteTable = field(default_factory=SuiteTable)
+    #: guarded tests in the whole run (clean ones included, also when they carry no data)
+    guarded: int = 0
 
     def add(self, result: TestResult) -> None:
         self.tests[result.nodeid] = result
@@ -92,9 +97,9 @@ class SessionResults:
     def summary_lines(self) -> list[str]:
         counts = self.code_counts()
         failing = self.failing_tests()
-        guarded = len(self.tests)
+        guarded = self.guarded
         if not counts:
-            return [f"tokenguard: clean, {guarded} guarded test{'s' if guarded != 1 else ''}, no token-alignment warnings"]
+            return [clean_summary(guarded)]
         allowed = sum(f.count for r in self.tests.values() for f in r.findings if f.allowed)
         expected = sum(f.count for r in self.tests.values() for f in r.findings if f.expected)
         per_code = ", ".join(f"{code} x{n}" for code, n in sorted(counts.items()))
@@ -123,7 +128,7 @@ class SessionResults:
             SCHEMA_VERSION_KEY: SCHEMA_VERSION,
             "versions": package_versions(),
             "summary": {
-                "guarded_tests": len(self.tests),
+                "guarded_tests": self.guarded,
                 "failing_tests": [r.nodeid for r in self.failing_tests()],
                 "codes": dict(sorted(self.code_counts().items())),
                 "stale_allows": self.stale_allows(),

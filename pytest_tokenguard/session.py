@@ -1,0 +1,451 @@
+"""One pytest session of tokenguard: settings, which tests are guarded, verdicts, end-of-run outputs.
+
+``plugin.py`` creates a :class:`TokenguardSession` in ``pytest_configure`` and keeps it in
+``config.stash``. The session registers itself as a plugin object (its per-test hooks) only when the run
+guards something, so an idle plugin adds no hook call per test. It imports the runtime guard
+(``pytest_tokenguard.guard``: capture, catalog, recorder, call wrappers) only once transformers is imported
+(or a test asks for the ``tokenguard`` fixture): before that, nothing transformers logs can exist.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from _pytest._code.code import TerminalRepr
+from _pytest._io import TerminalWriter
+
+if TYPE_CHECKING:
+    from pytest_tokenguard.guard.baseline import BaselineSession
+    from pytest_tokenguard.guard.findings import RuntimeFinding, TestRecorder
+    from pytest_tokenguard.guard.fixture import TokenGuard
+    from pytest_tokenguard.guard.reporting import SessionResults
+    from pytest_tokenguard.guard.routing import GuardState
+
+_PLAN = pytest.StashKey["_Plan"]()
+_OBSERVED = pytest.StashKey[dict[str, Any]]()
+
+MARKER = "tokenguard"
+ALLOW_MARKER = "tokenguard_allow"
+#: the attribute of a teardown report that carries the test's result (xdist serialises it)
+REPORT_ATTRIBUTE = "tokenguard"
+
+
+class TokenguardStaleAllowWarning(pytest.PytestWarning):
+    """An allow entry (marker, ini ``tokenguard_allow`` or ``--tokenguard-allow``) that matched no finding
+    in the whole run."""
+
+
+@dataclass(frozen=True)
+class _Crash:
+    message: str
+
+
+class FindingsRepr(TerminalRepr):
+    """The failure text, with a one-line ``reprcrash.message`` for the short summary and JUnit."""
+
+    def __init__(self, text: str, headline: str) -> None:
+        self.text = text
+        self.reprcrash = _Crash(headline)
+
+    def toterminal(self, out: TerminalWriter) -> None:
+        for line in self.text.splitlines():
+            out.line(line)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What collection decided for one guarded test."""
+
+    #: code -> label of the allow entry that covers it (closest marker first, then the global list)
+    allow: dict[str, str]
+    #: labels of the allow markers on this test and its parents (for stale-entry reporting)
+    declared: tuple[str, ...]
+    #: the test requests the ``tokenguard`` fixture
+    fixture: bool
+
+
+def _flag(config: pytest.Config, name: str) -> bool:
+    value = config.getoption(name)
+    return bool(value) if value is not None else bool(config.getini(name))
+
+
+class _TransformersImport:
+    """A ``sys.meta_path`` entry that attaches the guard when ``import transformers`` starts (before any
+    transformers logger exists), then removes itself. It finds nothing itself."""
+
+    def __init__(self, session: TokenguardSession) -> None:
+        self.session = session
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> None:
+        if name == "transformers" or name.startswith("transformers."):
+            self.session.attach()
+        return None
+
+
+class TokenguardSession:
+    """tokenguard's state for one ``pytest.Config``. Raises ``pytest.UsageError`` at construction for bad
+    options (unknown codes, ini values, baseline files)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        flag = config.getoption("tokenguard")
+        self.enabled = bool(flag) if flag is not None else bool(config.getini("tokenguard"))
+        self.global_allow: dict[str, str] = {}
+        allow_ini, allow_cli = config.getini("tokenguard_allow"), config.getoption("tokenguard_allow")
+        if allow_ini or allow_cli:
+            from pytest_tokenguard.guard.allowlist import AllowError, allow_label, split_codes
+
+            try:
+                codes = split_codes(allow_ini, "ini tokenguard_allow") + split_codes(allow_cli, "--tokenguard-allow")
+            except AllowError as exc:
+                raise pytest.UsageError(str(exc)) from None
+            self.global_allow = {code: allow_label("global", code) for code in codes}
+        report = config.getoption("tokenguard_report")
+        self.report_path = Path(report) if report else None
+        self.synthesize = str(config.getini("tokenguard_synthesize")).strip().lower()
+        if self.synthesize not in ("auto", "always", "never"):
+            raise pytest.UsageError(
+                f"tokenguard: ini tokenguard_synthesize must be auto, always or never, not {self.synthesize!r}"
+            )
+        self.strict = _flag(config, "tokenguard_strict")
+        self.calls = _flag(config, "tokenguard_calls")
+        self.baseline = self._load_baseline(config)
+        self.is_worker = hasattr(config, "workerinput")
+        # xdist's controller runs no test: its results arrive as reports from the workers
+        self.is_controller = not self.is_worker and getattr(config.option, "dist", "no") != "no"
+        #: a teardown report carries data even for a clean test (the controller or the JSON report counts it)
+        self.data_for_every_test = self.is_worker or self.report_path is not None
+        self.guarded = 0
+        self.any_guarded = False
+        self.baseline_lines: list[str] = []
+        self._results: SessionResults | None = None
+        self._registered = False
+        self._trigger: _TransformersImport | None = None
+        #: the guarded test now running, and the phase
+        self.current: pytest.Item | None = None
+        self.phase = "setup"
+        # created when transformers is imported or the fixture is requested
+        self.recorder: TestRecorder | None = None
+        self.state: GuardState | None = None
+
+    @staticmethod
+    def _load_baseline(config: pytest.Config) -> BaselineSession | None:
+        path = config.getoption("tokenguard_baseline")
+        update, strict = config.getoption("tokenguard_update_baseline"), config.getoption("tokenguard_baseline_strict")
+        if not (path or update or strict):
+            return None
+        from pytest_tokenguard.guard.baseline import BaselineError, BaselineSession
+        from pytest_tokenguard.guard.reporting import package_versions
+
+        try:
+            return BaselineSession.from_options(path, bool(update), bool(strict), package_versions())
+        except BaselineError as exc:
+            raise pytest.UsageError(f"tokenguard: {exc}") from None
+
+    def start(self) -> None:
+        """At configure: hook in now when every test is guarded or the run writes outputs anyway."""
+        if self.enabled or self.is_controller or self.report_path is not None or self.baseline is not None:
+            self._register()
+
+    def _register(self) -> None:
+        if not self._registered:
+            self._registered = True
+            self.config.pluginmanager.register(self, "tokenguard-session")
+
+    @property
+    def results(self) -> SessionResults:
+        if self._results is None:
+            from pytest_tokenguard.guard.reporting import SessionResults
+
+            self._results = SessionResults(global_allows=sorted(self.global_allow.values()))
+        return self._results
+
+    # --- collection -------------------------------------------------------------------------------------
+
+    def plan(self, items: list[pytest.Item]) -> None:
+        """Decide which tests are guarded and what each one allows (closest marker wins over the global list).
+
+        Costs one keyword lookup per test when nothing is guarded.
+        """
+        if self.baseline is not None:
+            self.baseline.collected.update(item.nodeid for item in items)
+        enabled = self.enabled
+        planned = False
+        for item in items:
+            keywords = item.keywords
+            has_allow = ALLOW_MARKER in keywords
+            fixture = "tokenguard" in getattr(item, "fixturenames", ())
+            if not (enabled or fixture or has_allow or MARKER in keywords):
+                continue
+            allow, declared = self._allow_entries(item) if has_allow else ({}, ())
+            if not (enabled or fixture or item.get_closest_marker(MARKER) is not None):
+                continue  # an allow marker alone guards nothing (it was still checked above)
+            for code, label in self.global_allow.items():
+                allow.setdefault(code, label)  # a marker is closer than the global list
+            item.stash[_PLAN] = _Plan(allow, declared, fixture)
+            planned = True
+        if planned:
+            self.any_guarded = True
+            self._register()
+
+    @staticmethod
+    def _allow_entries(item: pytest.Item) -> tuple[dict[str, str], tuple[str, ...]]:
+        from pytest_tokenguard.guard.allowlist import AllowError, allow_label, parse_marker
+
+        allow: dict[str, str] = {}
+        declared: list[str] = []
+        for node, mark in item.iter_markers_with_node(ALLOW_MARKER):
+            try:
+                parsed = parse_marker(mark.args, mark.kwargs, node.nodeid or "the root conftest")
+            except AllowError as exc:
+                raise pytest.UsageError(str(exc)) from None
+            for code in parsed.codes:
+                label = allow_label(node.nodeid, code)
+                allow.setdefault(code, label)  # closest marker wins
+                if label not in declared:
+                    declared.append(label)
+        return allow, tuple(declared)
+
+    def deselected(self, items: list[pytest.Item]) -> None:
+        if self.baseline is not None:
+            self.baseline.deselected.update(item.nodeid for item in items)
+
+    # --- the guard ----------------------------------------------------------------------------------------
+
+    def attach(self) -> None:
+        """Load the runtime guard and route what transformers logs to this session's recorder. Idempotent;
+        called when transformers is (being) imported."""
+        if self._trigger is not None:
+            self._remove_trigger()
+        if self.state is not None:
+            return
+        from pytest_tokenguard.guard import routing
+        from pytest_tokenguard.guard.calls import Options
+
+        recorder = self._ensure_recorder()
+        self.state = routing.GuardState(Options(self.synthesize, self.calls, self.strict))
+        routing.enter(self.state)
+        routing.receive(self.state, recorder)
+
+    def _ensure_recorder(self) -> TestRecorder:
+        if self.recorder is None:
+            from pytest_tokenguard.guard.findings import TestRecorder
+
+            self.recorder = TestRecorder()
+            self.recorder.end()
+            if self.current is not None:
+                self.recorder.begin(self.current.stash[_PLAN].allow, self.phase)
+        return self.recorder
+
+    def _remove_trigger(self) -> None:
+        trigger, self._trigger = self._trigger, None
+        if trigger in sys.meta_path:
+            sys.meta_path.remove(trigger)
+
+    # --- per test (hooks of the registered session object) ------------------------------------------------
+
+    def _enter(self, item: pytest.Item, phase: str) -> None:
+        plan = item.stash.get(_PLAN, None)
+        if plan is None:
+            return
+        self.phase = phase
+        if self.current is not item:  # setup, or a later phase whose setup hook never ran
+            self.current = item
+            if self.state is None:
+                if "transformers" in sys.modules:
+                    self.attach()
+                elif self._trigger is None:
+                    self._trigger = _TransformersImport(self)
+                    sys.meta_path.insert(0, self._trigger)
+            if self.recorder is not None:
+                self.recorder.begin(plan.allow, phase)
+            if self.state is not None and self.calls:
+                from pytest_tokenguard.guard import calls
+
+                calls.ensure_installed()
+        elif self.recorder is not None:
+            self.recorder.phase = phase
+
+    # Plain tryfirst impls (not wrappers): they run before the runner sets up fixtures or calls the test,
+    # which is all that is needed, and cost less per test than generator wrappers.
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        self._enter(item, "setup")
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> None:
+        self._enter(item, "call")
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> None:
+        self._enter(item, "teardown")
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        if item is self.current:
+            self._report(item, call.when, report)
+        return report
+
+    def _report(self, item: pytest.Item, when: str, report: pytest.TestReport) -> None:
+        """Turn the phase's findings into the verdict on ``report``; at teardown close the test."""
+        recorder = self.recorder
+        plan = item.stash[_PLAN]
+        if recorder is not None:
+            if when == "call" and self.baseline is not None and plan.fixture:
+                self._compare_baseline(item, recorder, report)
+            if recorder.findings:
+                failing = recorder.failing(when)
+                if failing:
+                    self._fail(when, report, failing)
+        if when == "teardown":
+            self._finish_test(item, plan, report)
+
+    def _compare_baseline(self, item: pytest.Item, recorder: TestRecorder, report: pytest.TestReport) -> None:
+        from pytest_tokenguard.guard.baseline import normalize
+
+        assert self.baseline is not None
+        observed = normalize(recorder.observed())
+        item.stash[_OBSERVED] = observed
+        problem = self.baseline.failure(item.nodeid, observed) if report.passed else None
+        if problem is not None:
+            report.outcome = "failed"
+            report.longrepr = FindingsRepr(problem, problem.splitlines()[0])
+
+    @staticmethod
+    def _fail(when: str, report: pytest.TestReport, failing: list[RuntimeFinding]) -> None:
+        from pytest_tokenguard.guard.findings import format_findings, headline
+
+        text = format_findings(failing)
+        if report.passed:
+            report.outcome = "failed"
+            report.longrepr = FindingsRepr(text, headline(failing))
+        else:  # the test's own failure stays the headline; the findings come with it
+            report.sections.append((f"tokenguard findings ({when})", text))
+
+    def _finish_test(self, item: pytest.Item, plan: _Plan, report: pytest.TestReport) -> None:
+        self.current = None
+        recorder = self.recorder
+        findings = list(recorder.findings) if recorder is not None else []
+        observed = item.stash.get(_OBSERVED, None)
+        if recorder is not None:
+            recorder.end()
+        if not self.is_worker:
+            self.guarded += 1
+        if not (findings or plan.declared or observed is not None or self.data_for_every_test):
+            return  # a clean test: nothing to carry, nothing to serialise
+        from pytest_tokenguard.guard.reporting import TestResult
+
+        matched = sorted(recorder.matched_allows) if recorder is not None else []
+        result = TestResult(
+            item.nodeid, (report.location[0], report.location[1]), findings, list(plan.declared), matched, observed
+        )
+        setattr(report, REPORT_ATTRIBUTE, result.to_report_data())
+        for finding in findings:
+            flag = " (allowed)" if finding.allowed else " (expected)" if finding.expected else ""
+            report.user_properties.append(
+                (f"tokenguard:{finding.code}", f"{finding.phase} x{finding.count}{flag}: {finding.message}")
+            )
+        if not self.is_worker:
+            self.results.add(result)
+
+    def fixture(self, request: pytest.FixtureRequest) -> TokenGuard:
+        """The ``tokenguard`` fixture's object for the running test. Raises ``pytest.UsageError`` outside a
+        function-scoped test."""
+        from pytest_tokenguard.guard.fixture import TokenGuard
+
+        node = request.node
+        if not isinstance(node, pytest.Item) or node is not self.current or _PLAN not in node.stash:
+            raise pytest.UsageError("the tokenguard fixture is only available in function-scoped tests")
+        return TokenGuard(self._ensure_recorder(), strict=self.strict)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        data = getattr(report, REPORT_ATTRIBUTE, None)
+        if report.user_properties:
+            self._suite_table(report, data)
+        if self.is_controller and report.when == "teardown" and data is not None:
+            from pytest_tokenguard.guard.reporting import TestResult
+
+            self.any_guarded = True
+            self.guarded += 1
+            if data:
+                self.results.add(TestResult.from_report_data(report.nodeid, (report.location[0], report.location[1]), data))
+
+    def _suite_table(self, report: pytest.TestReport, data: dict[str, Any] | None) -> None:
+        from pytest_tokenguard.suite.table import SUITE_PROPERTY
+
+        if not any(name == SUITE_PROPERTY for name, _ in report.user_properties):
+            return
+        from pytest_tokenguard.guard.reporting import TestResult
+
+        findings = TestResult.from_report_data(report.nodeid, ("", None), data).findings if data else []
+        self.results.suite.add_report(report.user_properties, report.outcome, findings)
+
+    # --- end of the run -------------------------------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.is_worker:
+            return
+        if self._results is None and not (self.global_allow or self.report_path or self.baseline):
+            return  # every guarded test was clean and nothing is written: the summary needs only the count
+        self.results.guarded = self.guarded
+        if self.any_guarded or self.enabled:
+            for label in self.results.stale_allows():
+                warnings.warn(
+                    TokenguardStaleAllowWarning(f"tokenguard allow entry {label} matched nothing in this run"),
+                    stacklevel=1,
+                )
+        if self.report_path is not None:
+            from pytest_tokenguard.output import write_json_atomic
+
+            write_json_atomic(self.report_path, self.results.to_json())
+        if self.baseline is not None:
+            observed = {nodeid: result.observed for nodeid, result in self.results.tests.items() if result.observed is not None}
+            self.baseline_lines, fail = self.baseline.finish(observed)
+            if fail:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        if self.baseline is not None:
+            self.baseline.collected.update(ids)
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if not (self.any_guarded or self.enabled or self.baseline_lines) or self.is_worker:
+            return
+        terminalreporter.write_sep("=", "tokenguard")
+        if self._results is None:
+            from pytest_tokenguard.output import clean_summary
+
+            terminalreporter.write_line(clean_summary(self.guarded))
+        else:
+            for line in self.results.summary_lines():
+                terminalreporter.write_line(line)
+            for line in self.results.suite.lines():
+                terminalreporter.write_line(line)
+        for line in self.baseline_lines:
+            terminalreporter.write_line(line)
+        if self.report_path is not None:
+            terminalreporter.write_line(f"tokenguard: JSON report written to {self.report_path}")
+        if os.environ.get("GITHUB_ACTIONS") == "true":
+            for line in self.results.github_lines():
+                terminalreporter.write_line(line)
+
+    def close(self) -> None:
+        """End of the session: release the capture and call wrappers this session attached."""
+        self._remove_trigger()
+        if self.state is not None:
+            from pytest_tokenguard.guard import routing
+
+            routing.leave(self.state)
+            self.state = None
