@@ -89,6 +89,16 @@ class _TransformersImport:
         return None
 
 
+class _ControllerReports:
+    """Registered on xdist's controller only: reports from the workers carry their tests' results."""
+
+    def __init__(self, session: TokenguardSession) -> None:
+        self.session = session
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.session._controller_logreport(report)
+
+
 class TokenguardSession:
     """tokenguard's state for one ``pytest.Config``. Raises ``pytest.UsageError`` at construction for bad
     options (unknown codes, ini values, baseline files)."""
@@ -158,6 +168,8 @@ class TokenguardSession:
         if not self._registered:
             self._registered = True
             self.config.pluginmanager.register(self, "tokenguard-session")
+            if self.is_controller:  # only there: a hook call per report is not free
+                self.config.pluginmanager.register(_ControllerReports(self), "tokenguard-controller")
 
     @property
     def results(self) -> SessionResults:
@@ -252,11 +264,13 @@ class TokenguardSession:
     # --- per test (hooks of the registered session object) ------------------------------------------------
 
     def _enter(self, item: pytest.Item, phase: str) -> None:
-        plan = item.stash.get(_PLAN, None)
-        if plan is None:
-            return
         self.phase = phase
-        if self.current is not item:  # setup, or a later phase whose setup hook never ran
+        if item is self.current:
+            if self.recorder is not None:
+                self.recorder.phase = phase
+            return
+        plan = item.stash.get(_PLAN, None)
+        if plan is not None:  # setup, or a later phase whose setup hook never ran
             self.current = item
             if self.state is None:
                 if "transformers" in sys.modules:
@@ -270,8 +284,6 @@ class TokenguardSession:
                 from pytest_tokenguard.guard import calls
 
                 calls.ensure_installed()
-        elif self.recorder is not None:
-            self.recorder.phase = phase
 
     # Plain tryfirst impls (not wrappers): they run before the runner sets up fixtures or calls the test,
     # which is all that is needed, and cost less per test than generator wrappers.
@@ -299,16 +311,17 @@ class TokenguardSession:
     def _report(self, item: pytest.Item, when: str, report: pytest.TestReport) -> None:
         """Turn the phase's findings into the verdict on ``report``; at teardown close the test."""
         recorder = self.recorder
-        plan = item.stash[_PLAN]
         if recorder is not None:
-            if when == "call" and self.baseline is not None and plan.fixture:
+            if when == "call" and self.baseline is not None and item.stash[_PLAN].fixture:
                 self._compare_baseline(item, recorder, report)
             if recorder.findings:
                 failing = recorder.failing(when)
                 if failing:
                     self._fail(when, report, failing)
         if when == "teardown":
-            self._finish_test(item, plan, report)
+            self._finish_test(item, item.stash[_PLAN], report)
+        if report.user_properties and not self.is_worker:  # in-process; the controller sees worker reports
+            self._suite_table(report, getattr(report, REPORT_ATTRIBUTE, None))
 
     def _compare_baseline(self, item: pytest.Item, recorder: TestRecorder, report: pytest.TestReport) -> None:
         from pytest_tokenguard.guard.baseline import normalize
@@ -368,11 +381,12 @@ class TokenguardSession:
             raise pytest.UsageError("the tokenguard fixture is only available in function-scoped tests")
         return TokenGuard(self._ensure_recorder(), strict=self.strict)
 
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+    def _controller_logreport(self, report: pytest.TestReport) -> None:
+        """xdist's controller: the results of the workers' tests arrive as reports."""
         data = getattr(report, REPORT_ATTRIBUTE, None)
         if report.user_properties:
             self._suite_table(report, data)
-        if self.is_controller and report.when == "teardown" and data is not None:
+        if report.when == "teardown" and data is not None:
             from pytest_tokenguard.guard.reporting import TestResult
 
             self.any_guarded = True

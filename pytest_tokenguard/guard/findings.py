@@ -76,7 +76,7 @@ class TestRecorder:
 
     def __init__(self, allow: Mapping[str, str] | None = None) -> None:
         #: code -> label of the allow entry that covers it in this test
-        self.allow = dict(allow or {})
+        self.allow: Mapping[str, str] = dict(allow or {})
         self.phase = "setup"
         self.active = True
         self.findings: list[RuntimeFinding] = []
@@ -88,17 +88,21 @@ class TestRecorder:
         self.observations: dict[str, Any] = {}
 
     def begin(self, allow: Mapping[str, str], phase: str = "setup") -> None:
-        """Start recording a new test (forgets the previous test's findings and observations)."""
-        with self._lock:
-            self.allow = dict(allow) if allow else {}
-            self.phase = phase
-            if self.findings or self.observations or self.matched_allows or self._scopes:
+        """Start recording a new test (forgets the previous test's findings and observations).
+
+        ``allow`` is kept, not copied: the caller hands over a mapping it does not change.
+        """
+        # Runs once per guarded test: no lock and no allocation unless the previous test left something.
+        self.allow = allow
+        self.phase = phase
+        if self.findings or self.observations or self.matched_allows or self._scopes:
+            with self._lock:
                 self.findings = []
                 self._index = {}
                 self.matched_allows = set()
                 self.observations = {}
                 self._scopes = []
-            self.active = True
+        self.active = True
 
     def end(self) -> None:
         """Stop recording: the test is over."""
