@@ -8,6 +8,7 @@ here imports transformers.
 from __future__ import annotations
 
 import functools
+import sys
 from importlib import metadata
 
 from packaging.version import InvalidVersion, Version
@@ -46,7 +47,17 @@ def installed_text(package: str) -> str | None:
 
 
 def transformers() -> Version | None:
-    """The installed transformers release (None when transformers is not installed)."""
+    """The installed transformers release (None when transformers is not installed).
+
+    Once transformers is imported its ``__version__`` answers (no metadata scan); before, its metadata does.
+    """
+    module = sys.modules.get("transformers")
+    version = getattr(module, "__version__", None)
+    if isinstance(version, str):
+        try:
+            return parse(version)
+        except InvalidVersion:
+            pass
     return installed("transformers")
 
 

@@ -27,15 +27,17 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pytest_tokenguard import versions
 from pytest_tokenguard.guard import capture, routing
-from pytest_tokenguard.guard.catalog import BY_CODE, TG101_MESSAGE
-from pytest_tokenguard.static.alignment import current_alignment
-from pytest_tokenguard.static.checks import STATIC_CODES, check_layout
-from pytest_tokenguard.static.layout import TOKEN_ID_ATTRIBUTES, TokenLayout
-from pytest_tokenguard.static.objects import layout_from_objects, unwrap_tokenizer
+from pytest_tokenguard.static.layout import TOKEN_ID_ATTRIBUTES
+
+if TYPE_CHECKING:
+    from pytest_tokenguard.static.layout import TokenLayout
+
+# The checks themselves (static checks, alignment, catalog) are imported inside the functions that run
+# them, at the first wrapped call: attaching the guard stays a few milliseconds.
 
 
 class Recorder(Protocol):
@@ -198,6 +200,8 @@ def _wrap(owner: Any, name: str, check: Check) -> None:
 
 
 def _record_static(target: Recorder, options: Options, layout: TokenLayout, where: str) -> None:
+    from pytest_tokenguard.static.checks import STATIC_CODES, check_layout
+
     for finding in check_layout(layout).failing(strict=options.strict):
         target.add(
             finding.code,
@@ -212,6 +216,10 @@ def _record_static(target: Recorder, options: Options, layout: TokenLayout, wher
 
 
 def _check_train(target: Recorder, options: Options, trainer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    from pytest_tokenguard.guard.catalog import BY_CODE, TG101_MESSAGE
+    from pytest_tokenguard.static.alignment import current_alignment
+    from pytest_tokenguard.static.objects import layout_from_objects, unwrap_tokenizer
+
     model = getattr(trainer, "model", None)
     processing = getattr(trainer, "processing_class", None) or getattr(trainer, "tokenizer", None)
     tokenizer = unwrap_tokenizer(processing)
@@ -303,6 +311,8 @@ def _check_generate(target: Recorder, options: Options, model: Any, args: tuple[
         return
     if not hasattr(model, "config"):
         return
+    from pytest_tokenguard.static.objects import layout_from_objects
+
     generation = effective_token_ids(model, args, kwargs)
     layout = layout_from_objects(model, kwargs.get("tokenizer"), generation)
     _record_static(target, options, layout, "generate()")
