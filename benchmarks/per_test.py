@@ -151,8 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     dispatch = dispatch_ns_per_test()
     body = statistics.median(bodies) / 1000
     total = body + dispatch / 1000
-    print(f"hook bodies per guarded test: median {body:.2f} us (min {min(bodies) / 1000:.2f}, max {max(bodies) / 1000:.2f}; "
-          f"{args.runs} runs of {TESTS} tests)")
+    print(
+        f"hook bodies per guarded test: median {body:.2f} us (min {min(bodies) / 1000:.2f}, max {max(bodies) / 1000:.2f}; "
+        f"{args.runs} runs of {TESTS} tests)"
+    )
     print(f"pluggy dispatch of the plugin's 4 per-test hookimpls: {dispatch / 1000:.2f} us per test")
     print(f"plugin work per guarded test with no finding: {total:.2f} us (goal < 10 us)")
     return 0
