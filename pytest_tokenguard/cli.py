@@ -33,10 +33,18 @@ def _folder_argument(value: str) -> str:
     return value
 
 
-def _print(text: str) -> None:
-    """Print what the stream can encode: token strings and paths may not fit an ascii/cp1252 stdout."""
-    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
-    print(text.encode(encoding, "backslashreplace").decode(encoding))
+def _print(text: str, file: Any = None) -> None:
+    """Print what the stream can encode (token strings and paths may not fit an ascii/cp1252 stdout); when the
+    reader went away (``| head -1``) stop writing quietly: the exit status stays the command's own."""
+    stream = file or sys.stdout
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        print(text.encode(encoding, "backslashreplace").decode(encoding), file=stream)
+        stream.flush()
+    except BrokenPipeError:
+        # Python would report the pipe again when flushing at exit; point the stream at devnull first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--adapter", type=_folder_argument, help="peft adapter folder; its tokenizer/config files take precedence")
     check.add_argument("--format", choices=("text", "json"), default="text")
     check.add_argument("--strict", action="store_true", help="warnings fail too")
-    commands.add_parser("codes", help="list the static check codes")
+    commands.add_parser("codes", help="list every code: runtime (TG1xx, fault or notice) and static (TG2xx)")
     catalog = commands.add_parser(
         "catalog",
         help="the runtime codes (TG1xx) whose message exists in the installed transformers",
@@ -68,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _catalog(args: argparse.Namespace) -> int:
     from pytest_tokenguard import versions
-    from pytest_tokenguard.guard.catalog import ENTRIES, active_entries, exists_in
+    from pytest_tokenguard.guard.catalog import ENTRIES, SEVERITIES, active_entries, exists_in
 
     version = args.transformers_version
     if version is None:
@@ -93,19 +101,23 @@ def _catalog(args: argparse.Namespace) -> int:
             "active": bool(version) and exists_in(e, version),
             "pattern": e.pattern,
             "fix": e.fix,
+            "severity": SEVERITIES[e.code][0],
+            "reason": SEVERITIES[e.code][1],
         }
         for e in entries
     ]
     if args.format == "json":
-        print(json.dumps({SCHEMA_VERSION_KEY: JSON_SCHEMA, "transformers": version, "entries": rows}, indent=2, sort_keys=True))
+        _print(json.dumps({SCHEMA_VERSION_KEY: JSON_SCHEMA, "transformers": version, "entries": rows}, indent=2, sort_keys=True))
         return EXIT_CLEAN
     heading = "every entry" if args.all else f"entries active in transformers {version}"
-    print(f"tokenguard catalog: {heading} ({len(rows)})")
+    lines = [f"tokenguard catalog: {heading} ({len(rows)})"]
     for row in rows:
         span = f"{row['first']}-{row['last'] or 'current'}"
-        print(f"\n{row['code']}  {row['title']}  [{row['channel']}, transformers {span}]")
-        print(f"  regex: {row['pattern']}")
-        print(f"  fix:   {row['fix']}")
+        lines.append(f"\n{row['code']}  {row['title']}  [{row['severity']}, {row['channel']}, transformers {span}]")
+        lines.append(f"  why:   {row['reason']}")
+        lines.append(f"  regex: {row['pattern']}")
+        lines.append(f"  fix:   {row['fix']}")
+    _print("\n".join(lines))
     return EXIT_CLEAN
 
 
@@ -144,23 +156,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "catalog":
         return _catalog(args)
     if args.command == "codes":
-        for code in STATIC_CODES.values():
-            print(f"{code.code}  {code.severity:<13}  {code.title}")
+        from pytest_tokenguard.guard.catalog import BY_CODE, FALLBACK_CODE, FALLBACK_TITLE, SEVERITIES
+
+        lines = [f"{FALLBACK_CODE}  {SEVERITIES[FALLBACK_CODE][0]:<15}  {FALLBACK_TITLE}"]
+        lines += [f"{code}  {SEVERITIES[code][0]:<15}  {entry.title}" for code, entry in sorted(BY_CODE.items())]
+        lines += [f"{code.code}  {code.severity:<15}  {code.title}" for code in STATIC_CODES.values()]
+        _print("\n".join(lines))
         return EXIT_CLEAN
     return _check(args)
 
 
 def run() -> None:
-    """Console-script entry: ``main()`` plus a quiet exit when the reader of stdout goes away (``| head``)."""
-    try:
-        status = main()
-        sys.stdout.flush()
-    except BrokenPipeError:
-        # Python would report the pipe again when flushing at exit; point stdout at devnull first.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        status = EXIT_FINDINGS
-    sys.exit(status)
+    """Console-script entry: ``main()``'s status (a closed pipe on stdout does not change it)."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":

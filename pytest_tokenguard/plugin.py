@@ -20,7 +20,10 @@ if TYPE_CHECKING:
 _STASH: pytest.StashKey[TokenguardSession] = pytest.StashKey()
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    from pytest_tokenguard.session import skip_assertion_rewriting
+
+    skip_assertion_rewriting(pluginmanager)
     group = parser.getgroup("tokenguard", "fail tests on transformers special-token warnings")
     group.addoption(
         "--tokenguard",

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from _pytest._code.code import TerminalRepr
-from _pytest._io import TerminalWriter
+from _pytest._code.code import ReprExceptionInfo, ReprFileLocation, ReprTracebackNative
+from _pytest.nodes import Node
 
 if TYPE_CHECKING:
     from pytest_tokenguard.guard.baseline import BaselineSession
@@ -30,11 +30,14 @@ if TYPE_CHECKING:
 
 _PLAN = pytest.StashKey["_Plan"]()
 _OBSERVED = pytest.StashKey[dict[str, Any]]()
+_RAISED = pytest.StashKey[list[str]]()
 
 MARKER = "tokenguard"
 ALLOW_MARKER = "tokenguard_allow"
 #: the attribute of a teardown report that carries the test's result (xdist serialises it)
 REPORT_ATTRIBUTE = "tokenguard"
+#: the key of an xdist worker's output that carries a usage error to the controller
+WORKER_USAGE_ERROR = "tokenguard_usage_error"
 
 
 class TokenguardStaleAllowWarning(pytest.PytestWarning):
@@ -42,21 +45,14 @@ class TokenguardStaleAllowWarning(pytest.PytestWarning):
     in the whole run."""
 
 
-@dataclass(frozen=True)
-class _Crash:
-    message: str
-
-
-class FindingsRepr(TerminalRepr):
-    """The failure text, with a one-line ``reprcrash.message`` for the short summary and JUnit."""
-
-    def __init__(self, text: str, headline: str) -> None:
-        self.text = text
-        self.reprcrash = _Crash(headline)
-
-    def toterminal(self, out: TerminalWriter) -> None:
-        for line in self.text.splitlines():
-            out.line(line)
+def findings_repr(text: str, headline: str, location: tuple[str, int | None]) -> ReprExceptionInfo:
+    """A failure whose text is ``text`` and whose one-line message (short summary, JUnit ``message``) is
+    ``headline``. Built from pytest's own exception representation so that xdist carries both across."""
+    lines = [line + "\n" for line in text.splitlines()]
+    path, lineno = location
+    return ReprExceptionInfo(
+        reprtraceback=ReprTracebackNative(lines), reprcrash=ReprFileLocation(path, (lineno or 0) + 1, headline)
+    )
 
 
 @dataclass(frozen=True)
@@ -69,6 +65,31 @@ class _Plan:
     declared: tuple[str, ...]
     #: the test requests the ``tokenguard`` fixture
     fixture: bool
+
+
+def _node_location(node: Node) -> tuple[str, int]:
+    """File and 1-based line of a test, class or module (where its allow marker is written)."""
+    reportinfo = getattr(node, "reportinfo", None)
+    try:
+        path, lineno, _ = reportinfo() if reportinfo is not None else (node.path, None, "")
+    except Exception:  # a plugin's node type may not report its location
+        return (str(node.path), 0)
+    return (str(path), lineno + 1 if lineno is not None else 0)
+
+
+def skip_assertion_rewriting(pluginmanager: pytest.PytestPluginManager) -> None:
+    """Keep pytest from assertion-rewriting the plugin's own modules.
+
+    pytest marks every module of a ``pytest11`` distribution for rewriting; each is then parsed and
+    recompiled on import, which is wasted work for code that holds no test assertions, and is paid on every
+    run where bytecode is not written (``PYTHONDONTWRITEBYTECODE``, read-only site-packages): ~4 ms a
+    module. The bundled suite (``suite/test_*.py``) is still rewritten: it matches ``python_files``.
+    """
+    hook = getattr(pluginmanager, "rewrite_hook", None)
+    marked = getattr(hook, "_must_rewrite", None)  # pytest's private set; left alone if it changes shape
+    if isinstance(marked, set) and "pytest_tokenguard" in marked:
+        marked.discard("pytest_tokenguard")
+        marked.add("pytest_tokenguard.suite.support")  # the suite's helpers assert, with pytest's messages
 
 
 def _flag(config: pytest.Config, name: str) -> bool:
@@ -98,6 +119,21 @@ class _ControllerReports:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.session._controller_logreport(report)
 
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        data = getattr(report, REPORT_ATTRIBUTE, None)
+        if data:  # findings while a worker imported a test module
+            from pytest_tokenguard.guard.reporting import TestResult
+
+            self.session.any_guarded = True
+            self.session.results.add(TestResult.from_report_data(report.nodeid, (report.nodeid, None), data))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        message = getattr(node, "workeroutput", {}).get(WORKER_USAGE_ERROR)
+        if message:  # what the run says without xdist: the same message, exit status 4
+            self.session.usage_error = True
+            raise pytest.UsageError(message)
+
 
 class TokenguardSession:
     """tokenguard's state for one ``pytest.Config``. Raises ``pytest.UsageError`` at construction for bad
@@ -108,6 +144,10 @@ class TokenguardSession:
         flag = config.getoption("tokenguard")
         self.enabled = bool(flag) if flag is not None else bool(config.getini("tokenguard"))
         self.global_allow: dict[str, str] = {}
+        #: allow label -> (file, line) where the entry is written, for the stale-entry warning
+        self.allow_locations: dict[str, tuple[str, int]] = {}
+        #: stale entries reported as errors (warnings are errors in this run)
+        self.stale_errors: list[str] = []
         allow_ini, allow_cli = config.getini("tokenguard_allow"), config.getoption("tokenguard_allow")
         if allow_ini or allow_cli:
             from pytest_tokenguard.guard.allowlist import AllowError, allow_label, split_codes
@@ -117,6 +157,8 @@ class TokenguardSession:
             except AllowError as exc:
                 raise pytest.UsageError(str(exc)) from None
             self.global_allow = {code: allow_label("global", code) for code in codes}
+            where = self._ini_location(config, "tokenguard_allow") if allow_ini else ("--tokenguard-allow", 0)
+            self.allow_locations.update({label: where for label in self.global_allow.values()})
         report = config.getoption("tokenguard_report")
         self.report_path = Path(report) if report else None
         self.synthesize = str(config.getini("tokenguard_synthesize")).strip().lower()
@@ -134,12 +176,15 @@ class TokenguardSession:
         self.data_for_every_test = self.is_worker or self.report_path is not None
         self.guarded = 0
         self.any_guarded = False
+        self.usage_error = False
         self.baseline_lines: list[str] = []
         self._results: SessionResults | None = None
         self._registered = False
         self._trigger: _TransformersImport | None = None
         #: the guarded test now running, and the phase
         self.current: pytest.Item | None = None
+        #: the test module being imported (collected) under --tokenguard
+        self.collecting: pytest.Module | None = None
         self.phase = "setup"
         # created when transformers is imported or the fixture is requested
         self.recorder: TestRecorder | None = None
@@ -184,8 +229,19 @@ class TokenguardSession:
     def plan(self, items: list[pytest.Item]) -> None:
         """Decide which tests are guarded and what each one allows (closest marker wins over the global list).
 
-        Costs one keyword lookup per test when nothing is guarded.
+        Costs one keyword lookup per test when nothing is guarded. Raises ``pytest.UsageError`` for a bad
+        allow marker; on an xdist worker the message goes to the controller instead (which raises it), and the
+        worker runs nothing.
         """
+        try:
+            self._plan(items)
+        except pytest.UsageError as exc:
+            if not self.is_worker:
+                raise
+            self.config.workeroutput[WORKER_USAGE_ERROR] = str(exc)  # type: ignore[attr-defined]
+            items[:] = []
+
+    def _plan(self, items: list[pytest.Item]) -> None:
         if self.baseline is not None:
             self.baseline.collected.update(item.nodeid for item in items)
         enabled = self.enabled
@@ -208,21 +264,36 @@ class TokenguardSession:
             self._register()
 
     @staticmethod
-    def _allow_entries(item: pytest.Item) -> tuple[dict[str, str], tuple[str, ...]]:
+    def _ini_location(config: pytest.Config, name: str) -> tuple[str, int]:
+        """The ini file and the line that sets ``name`` (line 0 when it cannot be found)."""
+        path = config.inipath
+        if path is None:
+            return ("ini", 0)
+        try:
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if line.strip().startswith(name):
+                    return (str(path), number)
+        except (OSError, UnicodeDecodeError):
+            pass
+        return (str(path), 0)
+
+    def _allow_entries(self, node: pytest.Item | pytest.Collector) -> tuple[dict[str, str], tuple[str, ...]]:
         from pytest_tokenguard.guard.allowlist import AllowError, allow_label, parse_marker
 
         allow: dict[str, str] = {}
         declared: list[str] = []
-        for node, mark in item.iter_markers_with_node(ALLOW_MARKER):
+        for owner, mark in node.iter_markers_with_node(ALLOW_MARKER):
             try:
-                parsed = parse_marker(mark.args, mark.kwargs, node.nodeid or "the root conftest")
+                parsed = parse_marker(mark.args, mark.kwargs, owner.nodeid or "the root conftest")
             except AllowError as exc:
                 raise pytest.UsageError(str(exc)) from None
             for code in parsed.codes:
-                label = allow_label(node.nodeid, code)
+                label = allow_label(owner.nodeid, code)
                 allow.setdefault(code, label)  # closest marker wins
                 if label not in declared:
                     declared.append(label)
+                    if label not in self.allow_locations:
+                        self.allow_locations[label] = _node_location(owner)
         return allow, tuple(declared)
 
     def deselected(self, items: list[pytest.Item]) -> None:
@@ -250,10 +321,12 @@ class TokenguardSession:
         if self.recorder is None:
             from pytest_tokenguard.guard.findings import TestRecorder
 
-            self.recorder = TestRecorder()
+            self.recorder = TestRecorder(strict=self.strict)
             self.recorder.end()
             if self.current is not None:
                 self.recorder.begin(self.current.stash[_PLAN].allow, self.phase)
+            elif self.collecting is not None:
+                self.recorder.begin({}, "collection")
         return self.recorder
 
     def _remove_trigger(self) -> None:
@@ -280,10 +353,64 @@ class TokenguardSession:
                     sys.meta_path.insert(0, self._trigger)
             if self.recorder is not None:
                 self.recorder.begin(plan.allow, phase)
+            if self.state is not None:
+                from pytest_tokenguard.guard import capture
+
+                capture.follow_logger_class()
             if self.state is not None and self.calls:
                 from pytest_tokenguard.guard import calls
 
                 calls.ensure_installed()
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_make_collect_report(
+        self, collector: pytest.Collector
+    ) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+        """Under --tokenguard, a finding while a test module is imported fails that module's collection (as an
+        import error would); the module's allow markers (``pytestmark``) apply."""
+        if not (self.enabled and isinstance(collector, pytest.Module)):
+            return (yield)
+        self.collecting = collector
+        if self.state is None:
+            if "transformers" in sys.modules:
+                self.attach()
+            elif self._trigger is None:
+                self._trigger = _TransformersImport(self)
+                sys.meta_path.insert(0, self._trigger)
+        if self.recorder is not None:
+            self.recorder.begin({}, "collection")
+        try:
+            report = yield
+        finally:
+            self.collecting = None
+        recorder = self.recorder
+        if recorder is not None and recorder.active:
+            recorder.end()
+            if recorder.findings:
+                self._collection_findings(collector, recorder, report)
+        return report
+
+    def _collection_findings(self, module: pytest.Module, recorder: TestRecorder, report: pytest.CollectReport) -> None:
+        from pytest_tokenguard.guard.reporting import TestResult
+
+        allow, declared = self._allow_entries(module) if report.passed else ({}, ())
+        for code, label in self.global_allow.items():
+            allow.setdefault(code, label)
+        matched = set()
+        for finding in recorder.findings:  # the markers are known only now that the module is imported
+            finding.allowed_by = allow.get(finding.code)
+            if finding.allowed_by is not None:
+                matched.add(finding.allowed_by)
+        failing = [finding for finding in recorder.findings if finding.failing]
+        location = (str(module.path), None)
+        if failing:
+            self._fail("collection", report, failing, location)
+        result = TestResult(module.nodeid, location, list(recorder.findings), list(declared), sorted(matched))
+        self.any_guarded = True
+        if self.is_worker:  # the controller counts it from the report
+            setattr(report, REPORT_ATTRIBUTE, result.to_report_data())
+        else:
+            self.results.add(result)
 
     # Plain tryfirst impls (not wrappers): they run before the runner sets up fixtures or calls the test,
     # which is all that is needed, and cost less per test than generator wrappers.
@@ -305,8 +432,33 @@ class TokenguardSession:
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
         if item is self.current:
+            if call.excinfo is not None:
+                self._raised(item, call.excinfo.value, report)
             self._report(item, call.when, report)
         return report
+
+    def _raised(self, item: pytest.Item, error: BaseException, report: pytest.TestReport) -> None:
+        """Count an exception that is a tokenguard failure: ``TokenAlignmentError`` (its failing codes), a
+        transformers error the catalog knows (e.g. TG145), or a bundled-suite step that failed on codes it
+        marked failing (``TG206!``)."""
+        codes: set[str] = set()
+        if report.user_properties:
+            from pytest_tokenguard.suite.table import SUITE_CODES_PROPERTY
+
+            for name, value in report.user_properties:
+                if name == SUITE_CODES_PROPERTY:
+                    codes.update(code.rstrip("!") for code in str(value).split(",") if code.endswith("!"))
+        failing = getattr(error, "failing", None)
+        if type(error).__name__ == "TokenAlignmentError" and isinstance(failing, list):
+            codes.update(str(getattr(finding, "code", "")) for finding in failing)
+        else:
+            from pytest_tokenguard.guard.catalog import classify_raised
+
+            code = classify_raised(str(error))
+            if code is not None:
+                codes.add(code)
+        if codes:
+            item.stash[_RAISED] = sorted(codes | set(item.stash.get(_RAISED, ())))
 
     def _report(self, item: pytest.Item, when: str, report: pytest.TestReport) -> None:
         """Turn the phase's findings into the verdict on ``report``; at teardown close the test."""
@@ -317,7 +469,7 @@ class TokenguardSession:
             if recorder.findings:
                 failing = recorder.failing(when)
                 if failing:
-                    self._fail(when, report, failing)
+                    self._fail(when, report, failing, (report.location[0], report.location[1]))
         if when == "teardown":
             self._finish_test(item, item.stash[_PLAN], report)
         if report.user_properties and not self.is_worker:  # in-process; the controller sees worker reports
@@ -332,16 +484,21 @@ class TokenguardSession:
         problem = self.baseline.failure(item.nodeid, observed) if report.passed else None
         if problem is not None:
             report.outcome = "failed"
-            report.longrepr = FindingsRepr(problem, problem.splitlines()[0])
+            report.longrepr = findings_repr(problem, problem.splitlines()[0], (report.location[0], report.location[1]))
 
     @staticmethod
-    def _fail(when: str, report: pytest.TestReport, failing: list[RuntimeFinding]) -> None:
+    def _fail(
+        when: str,
+        report: pytest.TestReport | pytest.CollectReport,
+        failing: list[RuntimeFinding],
+        location: tuple[str, int | None],
+    ) -> None:
         from pytest_tokenguard.guard.findings import format_findings, headline
 
         text = format_findings(failing)
         if report.passed:
             report.outcome = "failed"
-            report.longrepr = FindingsRepr(text, headline(failing))
+            report.longrepr = findings_repr(text, headline(failing), location)
         else:  # the test's own failure stays the headline; the findings come with it
             report.sections.append((f"tokenguard findings ({when})", text))
 
@@ -350,18 +507,19 @@ class TokenguardSession:
         recorder = self.recorder
         findings = list(recorder.findings) if recorder is not None else []
         observed = item.stash.get(_OBSERVED, None)
+        raised = item.stash.get(_RAISED, [])
         if recorder is not None:
             recorder.end()
         if not self.is_worker:
             self.guarded += 1
-        if not (findings or plan.declared or observed is not None or self.data_for_every_test):
+        if not (findings or raised or plan.declared or observed is not None or self.data_for_every_test):
             return  # a clean test: nothing to carry, nothing to serialise
         from pytest_tokenguard.guard.reporting import TestResult
 
         matched = sorted(recorder.matched_allows) if recorder is not None else []
-        result = TestResult(
-            item.nodeid, (report.location[0], report.location[1]), findings, list(plan.declared), matched, observed
-        )
+        location = (report.location[0], report.location[1])
+        result = TestResult(item.nodeid, location, findings, list(plan.declared), matched, observed, raised)
+        result.allow_locations = {label: self.allow_locations[label] for label in plan.declared if label in self.allow_locations}
         setattr(report, REPORT_ATTRIBUTE, result.to_report_data())
         for finding in findings:
             flag = " (allowed)" if finding.allowed else " (expected)" if finding.expected else ""
@@ -412,13 +570,10 @@ class TokenguardSession:
             return
         if self._results is None and not (self.global_allow or self.report_path or self.baseline):
             return  # every guarded test was clean and nothing is written: the summary needs only the count
+        if session.exitstatus == pytest.ExitCode.USAGE_ERROR:
+            return  # the usage error is the whole story
         self.results.guarded = self.guarded
-        if self.any_guarded or self.enabled:
-            for label in self.results.stale_allows():
-                warnings.warn(
-                    TokenguardStaleAllowWarning(f"tokenguard allow entry {label} matched nothing in this run"),
-                    stacklevel=1,
-                )
+        # Outputs first: nothing below may keep them from being written.
         if self.report_path is not None:
             from pytest_tokenguard.output import write_json_atomic
 
@@ -428,15 +583,36 @@ class TokenguardSession:
             self.baseline_lines, fail = self.baseline.finish(observed)
             if fail:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if self.any_guarded or self.enabled:
+            self._warn_stale(session)
+
+    def _warn_stale(self, session: pytest.Session) -> None:
+        """One ``TokenguardStaleAllowWarning`` per unused allow entry, located where the entry is written.
+        Where warnings are errors (``-W error``, ``filterwarnings = error``) each is an error of the run:
+        listed in the summary, exit status 1, and every output still written."""
+        locations = dict(self.allow_locations)
+        for result in self.results.tests.values():
+            locations.update({label: (path, line) for label, (path, line) in result.allow_locations.items()})
+        for label in self.results.stale_allows():
+            path, line = locations.get(label, ("<tokenguard>", 0))
+            message = f"tokenguard allow entry {label} matched nothing in this run"
+            try:
+                warnings.warn_explicit(TokenguardStaleAllowWarning(message), TokenguardStaleAllowWarning, path, line)
+            except TokenguardStaleAllowWarning:
+                self.stale_errors.append(f"{path}:{line}: {message}")
+        if self.stale_errors and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         if self.baseline is not None:
             self.baseline.collected.update(ids)
 
-    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter, exitstatus: int) -> None:
         if not (self.any_guarded or self.enabled or self.baseline_lines) or self.is_worker:
             return
+        if exitstatus == pytest.ExitCode.USAGE_ERROR or self.usage_error:
+            return  # nothing but the usage error
         terminalreporter.write_sep("=", "tokenguard")
         if self._results is None:
             from pytest_tokenguard.output import clean_summary
@@ -449,6 +625,8 @@ class TokenguardSession:
                 terminalreporter.write_line(line)
         for line in self.baseline_lines:
             terminalreporter.write_line(line)
+        for line in self.stale_errors:
+            terminalreporter.write_line(f"tokenguard: ERROR stale allow entry (warnings are errors): {line}")
         if self.report_path is not None:
             terminalreporter.write_line(f"tokenguard: JSON report written to {self.report_path}")
         if os.environ.get("GITHUB_ACTIONS") == "true":

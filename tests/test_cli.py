@@ -234,7 +234,9 @@ def test_json_output_is_complete_and_stable(saved: dict[str, Saved], capsys: pyt
 def test_codes_lists_every_static_code(capsys: pytest.CaptureFixture[str]) -> None:
     run = run_cli(capsys, "codes")
     assert run.rc == 0
-    assert [line.split()[0] for line in run.out.splitlines()] == list(STATIC_CODES)
+    from pytest_tokenguard.guard.catalog import RUNTIME_CODES
+
+    assert [line.split()[0] for line in run.out.splitlines()] == sorted(RUNTIME_CODES) + list(STATIC_CODES)
 
 
 def test_python_dash_m_gives_the_same_output(saved: dict[str, Saved], capsys: pytest.CaptureFixture[str]) -> None:

@@ -67,7 +67,7 @@ def test_a_finding_after_an_inner_run_still_fails_the_outer_test(pytester: pytes
             "*tokenguard: 1 special-token finding",
             "TG110 pad_token_id defaulted to eos_token_id for generation",
             "  phase:   call, seen 1 time",  # the inner session's finding is not the outer test's
-            "tokenguard: 1 findings in 2 guarded tests (TG110 x1); 0 allowed, 0 expected, 1 failing test",
+            "tokenguard: 1 finding in 2 guarded tests (TG110 x1); 0 allowed, 0 expected, 1 failing test",
             "FAILED test_outer.py::test_inner_run_then_warning (TG110)",
         ]
     )

@@ -313,10 +313,10 @@ def test_warnings_channel_and_thread(emitting: pytest.Pytester) -> None:
             t = threading.Thread(target=emit)
             t.start(); t.join()
         def test_python_warning():
-            ns = {"__name__": "transformers.modeling_utils", "warnings": warnings}
-            exec("def f():\\n    warnings.warn('Moving the following attributes in the config to the generation "
-                 "config: {\\\\'forced_eos_token_id\\\\': 2}. You are seeing this warning because you\\\\'ve set "
-                 "generation parameters in the model config, as opposed to in the generation config.')", ns)
+            ns = {"__name__": "transformers.generation.configuration_utils", "warnings": warnings}
+            exec("def f():\\n    warnings.warn('`pad_token_id` should be positive but got -1. This will cause errors "
+                 "when batch generating, if there is padding. Please set `pad_token_id` explicitly as "
+                 "`model.generation_config.pad_token_id=PAD_TOKEN_ID` to avoid errors in generation')", ns)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ns["f"]()
@@ -326,7 +326,7 @@ def test_warnings_channel_and_thread(emitting: pytest.Pytester) -> None:
     result.assert_outcomes(failed=2)
     text = result.stdout.str()
     assert "FAILED test_warnings_channel_and_thread.py::test_thread (TG110)" in text
-    assert "FAILED test_warnings_channel_and_thread.py::test_python_warning (TG132)" in text
+    assert "FAILED test_warnings_channel_and_thread.py::test_python_warning (TG120)" in text
 
 
 def test_non_token_warning_ignored(emitting: pytest.Pytester) -> None:
@@ -525,10 +525,7 @@ def test_short_summary_is_one_headline(emitting: pytest.Pytester, monkeypatch: p
     emitting.makepyfile("from tg_emit import emit, TG113\ndef test_generate():\n    emit()\n    emit(TG113)\n")
     result = emitting.runpytest("--tokenguard", "-rf")
     result.stdout.fnmatch_lines(
-        [
-            "FAILED test_short_summary_is_one_headline.py::test_generate - tokenguard: TG110 pad_token_id defaulted "
-            "to eos_token_id for generation; also TG113"
-        ]
+        ["FAILED test_short_summary_is_one_headline.py::test_generate - tokenguard: TG110, TG113 (2 findings)"]
     )
 
 

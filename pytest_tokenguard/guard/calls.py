@@ -51,6 +51,7 @@ class Recorder(Protocol):
         level: str,
         fix: str,
         details: dict[str, Any] | None = None,
+        severity: str | None = None,
     ) -> None: ...
 
 
@@ -212,6 +213,7 @@ def _record_static(target: Recorder, options: Options, layout: TokenLayout, wher
             finding.severity.upper(),
             finding.hint,
             {"field": finding.field, "values": finding.values, "severity": finding.severity, "at": where},
+            "fault" if finding.severity == "error" else "notice",  # warnings reach here only under strict
         )
 
 

@@ -240,12 +240,10 @@ def attach() -> None:
         manager = logging.Logger.manager
         _attachment.factory = _LoggerFactory(manager.loggerClass)
         manager.loggerClass = _attachment.factory  # type: ignore[assignment]  # a factory stands in for a class
-        with _logging_lock():
-            existing = [obj for obj in manager.loggerDict.values() if isinstance(obj, logging.Logger)]
-        for logger in existing:
-            if is_watched_logger(logger.name):
-                _patch_warn()
-                _swap(logger)
+        # Code that installs its own class through the manager while attached gets it, guarded: the factory
+        # creates from it from now on (and it is what detach leaves installed).
+        manager.setLoggerClass = _set_logger_class  # type: ignore[method-assign]
+        _swap_existing()
 
 
 @contextmanager
@@ -255,6 +253,39 @@ def _logging_lock() -> Iterator[None]:
         yield
     finally:
         logging._releaseLock()  # type: ignore[attr-defined]
+
+
+def _set_logger_class(klass: type[logging.Logger]) -> None:
+    """``logging.Logger.manager.setLoggerClass`` while attached: same check as logging, then record the class
+    as the one the factory creates from."""
+    if klass != logging.Logger and not issubclass(klass, logging.Logger):
+        raise TypeError("logger not derived from logging.Logger: " + klass.__name__)
+    attachment = _attachment
+    if attachment is not None and attachment.factory is not None:
+        attachment.factory.previous = klass
+    else:  # detached meanwhile: behave like logging
+        logging.Logger.manager.loggerClass = klass
+
+
+def follow_logger_class() -> None:
+    """Re-install the factory if someone assigned ``manager.loggerClass`` directly; their class is kept as the
+    one the factory creates from. Cheap: one comparison when nothing changed."""
+    attachment = _attachment
+    manager = logging.Logger.manager
+    if attachment is None or attachment.factory is None or manager.loggerClass is attachment.factory:  # type: ignore[comparison-overlap]
+        return
+    attachment.factory.previous = manager.loggerClass
+    manager.loggerClass = attachment.factory  # type: ignore[assignment]
+    _swap_existing()  # loggers created meanwhile, from the other class
+
+
+def _swap_existing() -> None:
+    with _logging_lock():
+        existing = [obj for obj in logging.Logger.manager.loggerDict.values() if isinstance(obj, logging.Logger)]
+    for logger in existing:
+        if is_watched_logger(logger.name) and not isinstance(logger, GuardedLogger):
+            _patch_warn()
+            _swap(logger)
 
 
 def attached() -> bool:
@@ -283,6 +314,8 @@ def detach() -> None:
             return
         set_sink(None)
         manager = logging.Logger.manager
+        if manager.__dict__.get("setLoggerClass") is _set_logger_class:
+            del manager.setLoggerClass  # back to logging.Manager's own method
         if manager.loggerClass is attachment.factory:  # type: ignore[comparison-overlap]
             manager.loggerClass = attachment.factory.previous if attachment.factory else None
         for logger, original in attachment.swapped:

@@ -410,6 +410,56 @@ ENTRIES: tuple[Entry, ...] = (
     ),
 )
 
+Severity = Literal["fault", "notice"]
+
+#: What each message means for the model. A *fault* (the model, configs or inputs are wrong) fails the test;
+#: a *notice* (a performance, initialisation or housekeeping hint) is recorded and fails only with
+#: ``--tokenguard-strict``. code -> (severity, reason).
+SEVERITIES: dict[str, tuple[Severity, str]] = {
+    "TG100": ("fault", "an unclassified transformers warning about special tokens, padding or the mask: unknown is unsafe"),
+    "TG101": ("fault", "the configs disagreed with the tokenizer: what was saved and tested differs from what trained"),
+    "TG110": ("fault", "generation pads with eos: batched rows stop or pad wrongly, and the generation config lacks pad"),
+    "TG111": ("fault", "without a mask and pad id, padded positions are attended to: outputs depend on padding"),
+    "TG112": ("fault", "pad equals eos, so real eos tokens are masked as padding"),
+    "TG113": ("fault", "right padding in a decoder-only generate(): new tokens follow pad tokens"),
+    "TG114": ("fault", "an invalid eos id: generation never stops"),
+    "TG115": ("fault", "an invalid eos list: generation never stops"),
+    "TG120": ("fault", "a negative pad id breaks batched generation"),
+    "TG121": ("fault", "a special-token flag of the generation config is ignored"),
+    "TG122": ("fault", "the generation config cannot be saved as it is"),
+    "TG130": ("fault", "the generation config no longer matches the model config it came from"),
+    "TG131": ("notice", "housekeeping: generation parameters belong in generation_config.json; generation still works"),
+    "TG132": ("notice", "housekeeping: transformers moves generation attributes on save; the saved result is right"),
+    "TG133": ("notice", "deprecation: generation is controlled through the model config; it still works today"),
+    "TG134": ("fault", "generation ids silently replaced by the model's defaults"),
+    "TG135": ("fault", "a special id the model cannot embed"),
+    "TG136": ("fault", "the forced bos is missing: outputs start wrong"),
+    "TG140": ("notice", "performance hint (Tensor Cores): the resize is correct without pad_to_multiple_of"),
+    "TG141": ("notice", "initialisation note: new rows start from the mean embedding, which is the sound default"),
+    "TG142": ("notice", "reminder that added special tokens need training; adding them is deliberate"),
+    "TG143": ("fault", "padding requested without a pad token"),
+    "TG144": ("fault", "the collator pads without a pad token"),
+    "TG145": ("fault", "a pipeline cannot batch without a pad token"),
+    "TG146": ("fault", "a special token is read while unset: code relies on a token that does not exist"),
+    "TG147": ("fault", "inputs may be padded but no attention mask was passed"),
+    "TG148": ("fault", "the tokenizer should add bos/eos but has none: sequences lack it"),
+    "TG149": ("fault", "the tokenizer's special-token pattern needs a token that is not defined"),
+    "TG150": ("fault", "continuous batching without eos: generation stops only at the length limit"),
+    "TG151": ("fault", "zero-shot pipeline falls back to pad = eos"),
+    "TG152": ("notice", "assisted generation translates between tokenizers; correct, slower"),
+    "TG153": ("fault", "seq2seq padding without a pad id"),
+    "TG154": ("fault", "generate() lacks a required special token (decoder start, bos)"),
+    "TG155": ("fault", "padding to max_length without a maximum length"),
+    "TG156": ("fault", "left padding is not accounted for: chunked attention sees padding"),
+    "TG157": ("notice", "deprecation: eos_token_id passed to a decoding method; still honoured"),
+}
+
+
+def severity(code: str) -> Severity:
+    """``"fault"`` or ``"notice"`` for a runtime code (unknown codes are faults)."""
+    return SEVERITIES.get(code, ("fault", ""))[0]
+
+
 FALLBACK_TITLE = "other transformers warning about special tokens, attention mask or padding"
 FALLBACK_FIX = "read the message; align bos/eos/pad across model.config, generation_config and tokenizer"
 
@@ -502,3 +552,15 @@ def exists_in(entry: Entry, version: str) -> bool:
 def active_entries(version: str) -> list[Entry]:
     """The catalog entries whose message exists in transformers ``version``."""
     return [entry for entry in ENTRIES if exists_in(entry, version)]
+
+
+def classify_raised(message: str) -> str | None:
+    """The code of a catalogued transformers *error* (channel ``raise``, e.g. TG122, TG145) whose message
+    this exception carries, or None."""
+    lowered = message.lower()
+    if not any(word in lowered for word in _KEYWORDS):
+        return None
+    for entry in ENTRIES:
+        if entry.channel == "raise" and entry.compiled.search(message):
+            return entry.code
+    return None

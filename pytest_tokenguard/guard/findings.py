@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pytest_tokenguard.guard.catalog import classify, parse_updated_tokens, trainer_fix_lines
+from pytest_tokenguard.guard.catalog import severity as code_severity
 
 
 @dataclass
@@ -18,7 +19,8 @@ class RuntimeFinding:
     the catalog (TG1xx), a synthesized TG101, or a call check (TG2xx at ``Trainer.train()``/``generate()``).
 
     ``count`` is how often the identical record was seen in that phase; ``details`` holds what the catalog
-    parsed (TG101: ``updated_tokens``, the dict transformers logged).
+    parsed (TG101: ``updated_tokens``, the dict transformers logged). ``severity`` is ``"fault"`` (fails the
+    test) or ``"notice"`` (fails only when recorded under ``strict``), from ``catalog.SEVERITIES``.
     """
 
     code: str
@@ -33,6 +35,9 @@ class RuntimeFinding:
     details: dict[str, Any] = field(default_factory=dict)
     allowed_by: str | None = None
     expected: bool = False
+    severity: str = "fault"
+    #: recorded under --tokenguard-strict (notices fail too)
+    strict: bool = False
 
     @property
     def allowed(self) -> bool:
@@ -40,7 +45,7 @@ class RuntimeFinding:
 
     @property
     def failing(self) -> bool:
-        return not self.allowed and not self.expected
+        return not self.allowed and not self.expected and (self.severity == "fault" or self.strict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -74,9 +79,11 @@ class TestRecorder:
 
     __test__ = False  # a pytest-collected name ("Test...") that is not a test class
 
-    def __init__(self, allow: Mapping[str, str] | None = None) -> None:
+    def __init__(self, allow: Mapping[str, str] | None = None, *, strict: bool = False) -> None:
         #: code -> label of the allow entry that covers it in this test
         self.allow: Mapping[str, str] = dict(allow or {})
+        #: notices fail too (--tokenguard-strict)
+        self.strict = strict
         self.phase = "setup"
         self.active = True
         self.findings: list[RuntimeFinding] = []
@@ -142,8 +149,10 @@ class TestRecorder:
         level: str,
         fix: str,
         details: dict[str, Any] | None = None,
+        severity: str | None = None,
     ) -> None:
-        """Record one finding (identical ones in the same phase are counted, not repeated)."""
+        """Record one finding (identical ones in the same phase are counted, not repeated). ``severity``
+        defaults to the catalog's for ``code``."""
         if not self.active:
             return
         with self._lock:
@@ -172,6 +181,8 @@ class TestRecorder:
                 details=dict(details or {}),
                 allowed_by=allowed_by,
                 expected=expected,
+                severity=severity or code_severity(code),
+                strict=self.strict,
             )
             self._index[key] = finding
             self.findings.append(finding)
@@ -206,16 +217,22 @@ class TestRecorder:
 
 
 def headline(findings: list[RuntimeFinding]) -> str:
-    """One line for the short test summary, e.g. ``tokenguard: TG101 Trainer rewrote ... (pad_token_id 151643)``."""
+    """One line for the short test summary, JUnit and xdist, naming the codes.
+
+    One finding: ``tokenguard: TG113 right padding with a decoder-only model``; several of one code:
+    ``tokenguard: TG110 pad_token_id ... (2 findings)``; several codes: ``tokenguard: TG101, TG203 (3 findings)``.
+    """
+    count = sum(f.count for f in findings)
+    codes = sorted({f.code for f in findings})
+    suffix = f" ({count} findings)" if count != 1 else ""
+    if len(codes) > 1:
+        return f"tokenguard: {', '.join(codes)}{suffix}"
     first = findings[0]
     text = f"tokenguard: {first.code} {first.title}"
     updated = first.details.get("updated_tokens") if first.code == "TG101" else None
     if updated:
         text += " (" + ", ".join(f"{name} {value}" for name, value in updated.items()) + ")"
-    others = sorted({f.code for f in findings[1:]} - {first.code})
-    if others:
-        text += f"; also {', '.join(others)}"
-    return text
+    return text + suffix
 
 
 def format_findings(findings: list[RuntimeFinding]) -> str:
@@ -224,7 +241,7 @@ def format_findings(findings: list[RuntimeFinding]) -> str:
     lines = [f"tokenguard: {count} special-token finding{'s' if count != 1 else ''}"]
     for f in findings:
         lines.append("")
-        lines.append(f"{f.code} {f.title}")
+        lines.append(f"{f.code} {f.title}" + (" [notice, failing under --tokenguard-strict]" if f.severity == "notice" else ""))
         lines.append(f"  message: {f.message}")
         lines.append(f"  logger:  {f.logger} ({f.channel}, {f.level})")
         if f.details.get("synthesized"):

@@ -28,6 +28,9 @@ def add_options(group: pytest.OptionGroup) -> None:
 def check_options(config: pytest.Config) -> None:
     """Raise ``pytest.UsageError`` naming the file when ``--tokenguard-model``/``--tokenguard-adapter`` are unusable."""
     model, adapter = config.getoption("tokenguard_model"), config.getoption("tokenguard_adapter")
+    for flag, value in (("--tokenguard-model", model), ("--tokenguard-adapter", adapter)):
+        if value is not None and not value.strip():  # "" would silently mean "no checkpoint": the whole zoo
+            raise pytest.UsageError(f"tokenguard: {flag} is empty; give a local folder, e.g. {flag} ./my-checkpoint")
     if adapter and not model:
         raise pytest.UsageError("tokenguard: --tokenguard-adapter needs --tokenguard-model")
     if model:
