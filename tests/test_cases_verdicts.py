@@ -7,10 +7,10 @@ import pytest
 pytest.importorskip("peft")
 # pytester's in-process runs drop modules first imported inside them; re-importing torch-backed
 # modules in one process crashes, so everything the generated tests import is imported here first.
-import peft  # noqa: E402,F401
-import transformers.trainer  # noqa: E402,F401
+import peft  # noqa: F401
+import transformers.trainer  # noqa: F401
 
-from pytest_tokenguard.suite import zoo  # noqa: E402
+from pytest_tokenguard.suite import zoo
 
 pytest_plugins = ("pytester",)
 
