@@ -61,3 +61,14 @@ def test_importing_the_package_imports_nothing_else_of_it() -> None:
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "['pytest_tokenguard']"
+
+
+def test_0_2_module_paths_still_import() -> None:
+    import pytest_tokenguard.strategies as old_strategies
+    import pytest_tokenguard.suite.strategies as strategies
+    import pytest_tokenguard.suite.zoo as zoo_module
+    import pytest_tokenguard.zoo as old_zoo
+    from pytest_tokenguard import zoo as from_package
+
+    assert old_zoo is zoo_module is from_package and old_strategies is strategies
+    assert old_zoo.build("qwen3-0.6b")[1].pad_token_id == 151643
