@@ -3,11 +3,11 @@
 Whole-process timings cannot resolve a few microseconds per test on a noisy machine (a 2,000-test run
 varies by tens of milliseconds). This script times what the plugin adds, piece by piece:
 
-1. the bodies of the session's per-test hooks (``_enter`` for setup/call/teardown, ``_report`` for the
-   three reports), timed with ``perf_counter_ns`` around each call during a real in-process run of
+1. the bodies of the session's per-test hooks (``_enter`` at setup, ``_report`` for the three reports, which
+   also starts the next phase), timed with ``perf_counter_ns`` around each call during a real in-process run of
    2,000 trivial tests under ``--tokenguard`` (the timer's own cost is measured and subtracted);
-2. pluggy's dispatch of those hook implementations: three plain ``tryfirst`` impls and one
-   ``wrapper=True`` impl, measured on a private ``PluginManager`` with and without them.
+2. pluggy's dispatch of those hook implementations: one plain ``tryfirst`` impl (setup) and one
+   ``wrapper=True`` impl (makereport, three calls), measured on a private ``PluginManager`` with and without them.
 
 Run: ``python benchmarks/per_test.py`` (``make bench`` runs it too). It measures the installed package.
 """
@@ -82,7 +82,7 @@ def hook_bodies_ns_per_test(directory: Path, runs: int) -> list[float]:
             with contextlib.redirect_stdout(io.StringIO()):
                 code = pytest.main(["-q", "-p", "no:cacheprovider", "-p", "no:xdist", "--tokenguard", str(directory)])
             assert code == 0, f"pytest exit {code}"
-            assert totals["calls"] == 6 * TESTS, totals
+            assert totals["calls"] == 4 * TESTS, totals
             samples.append((totals["ns"] - overhead * totals["calls"]) / TESTS)
     finally:
         for name, function in originals.items():
@@ -91,7 +91,7 @@ def hook_bodies_ns_per_test(directory: Path, runs: int) -> list[float]:
 
 
 def dispatch_ns_per_test(rounds: int = 100_000) -> float:
-    """pluggy's cost of calling the plugin's 3 plain impls and 1 wrapper impl (3 calls), per test."""
+    """pluggy's cost of calling the plugin's plain setup impl once and its makereport wrapper three times, per test."""
     spec = pluggy.HookspecMarker("bench")
     impl = pluggy.HookimplMarker("bench")
 
@@ -132,8 +132,8 @@ def dispatch_ns_per_test(rounds: int = 100_000) -> float:
         for _ in range(5):
             start = time.perf_counter_ns()
             for _ in range(rounds):
-                for _phase in range(3):  # setup, call, teardown
-                    hook.plain(item=None)
+                hook.plain(item=None)  # setup; the call and teardown hooks have no tokenguard impl
+                for _phase in range(3):  # the setup, call and teardown reports
                     hook.report(item=None)
             best = min(best, (time.perf_counter_ns() - start) / rounds)
         return best
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         f"hook bodies per guarded test: median {body:.2f} us (min {min(bodies) / 1000:.2f}, max {max(bodies) / 1000:.2f}; "
         f"{args.runs} runs of {TESTS} tests)"
     )
-    print(f"pluggy dispatch of the plugin's 4 per-test hookimpls: {dispatch / 1000:.2f} us per test")
+    print(f"pluggy dispatch of the plugin's per-test hookimpls (1 setup, 3 makereport): {dispatch / 1000:.2f} us per test")
     print(f"plugin work per guarded test with no finding: {total:.2f} us (goal < 10 us)")
     return 0
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,6 +90,10 @@ def skip_assertion_rewriting(pluginmanager: pytest.PytestPluginManager) -> None:
     if isinstance(marked, set) and "pytest_tokenguard" in marked:
         marked.discard("pytest_tokenguard")
         marked.add("pytest_tokenguard.suite.support")  # the suite's helpers assert, with pytest's messages
+
+
+def _nothing() -> None:
+    return None
 
 
 def _flag(config: pytest.Config, name: str) -> bool:
@@ -189,6 +193,7 @@ class TokenguardSession:
         # created when transformers is imported or the fixture is requested
         self.recorder: TestRecorder | None = None
         self.state: GuardState | None = None
+        self._follow_logger_class: Callable[[], None] = _nothing
 
     @staticmethod
     def _load_baseline(config: pytest.Config) -> BaselineSession | None:
@@ -313,6 +318,9 @@ class TokenguardSession:
         from pytest_tokenguard.guard.calls import Options
 
         recorder = self._ensure_recorder()
+        from pytest_tokenguard.guard import capture
+
+        self._follow_logger_class = capture.follow_logger_class  # per test: no import statement on the hot path
         self.state = routing.GuardState(Options(self.synthesize, self.calls, self.strict))
         routing.enter(self.state)
         routing.receive(self.state, recorder)
@@ -342,7 +350,9 @@ class TokenguardSession:
             if self.recorder is not None:
                 self.recorder.phase = phase
             return
-        plan = item.stash.get(_PLAN, None)
+        stash = item.stash
+        # `in` before `[]`: Stash.get raises and catches a KeyError on a miss, a microsecond per unguarded test
+        plan = stash[_PLAN] if _PLAN in stash else None
         if plan is not None:  # setup, or a later phase whose setup hook never ran
             self.current = item
             if self.state is None:
@@ -354,9 +364,7 @@ class TokenguardSession:
             if self.recorder is not None:
                 self.recorder.begin(plan.allow, phase)
             if self.state is not None:
-                from pytest_tokenguard.guard import capture
-
-                capture.follow_logger_class()
+                self._follow_logger_class()
             if self.state is not None and self.calls:
                 from pytest_tokenguard.guard import calls
 
@@ -412,19 +420,12 @@ class TokenguardSession:
         else:
             self.results.add(result)
 
-    # Plain tryfirst impls (not wrappers): they run before the runner sets up fixtures or calls the test,
-    # which is all that is needed, and cost less per test than generator wrappers.
+    # A plain tryfirst impl (not a wrapper): it runs before the runner sets up fixtures, which is all that is
+    # needed. The later phases begin where the previous phase's report is made (see _report): pytest runs the
+    # call only after a passed setup, and the teardown next, so two hook calls per test are saved.
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         self._enter(item, "setup")
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_call(self, item: pytest.Item) -> None:
-        self._enter(item, "call")
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_teardown(self, item: pytest.Item) -> None:
-        self._enter(item, "teardown")
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_makereport(
@@ -458,7 +459,7 @@ class TokenguardSession:
             if code is not None:
                 codes.add(code)
         if codes:
-            item.stash[_RAISED] = sorted(codes | set(item.stash.get(_RAISED, ())))
+            item.stash[_RAISED] = sorted(codes | set(item.stash[_RAISED] if _RAISED in item.stash else ()))
 
     def _report(self, item: pytest.Item, when: str, report: pytest.TestReport) -> None:
         """Turn the phase's findings into the verdict on ``report``; at teardown close the test."""
@@ -472,6 +473,10 @@ class TokenguardSession:
                     self._fail(when, report, failing, (report.location[0], report.location[1]))
         if when == "teardown":
             self._finish_test(item, item.stash[_PLAN], report)
+        else:  # the next phase starts now: the call after a passed setup, else the teardown
+            self.phase = "call" if when == "setup" and report.passed else "teardown"
+            if recorder is not None:
+                recorder.phase = self.phase
         if report.user_properties and not self.is_worker:  # in-process; the controller sees worker reports
             self._suite_table(report, getattr(report, REPORT_ATTRIBUTE, None))
 
@@ -505,16 +510,24 @@ class TokenguardSession:
     def _finish_test(self, item: pytest.Item, plan: _Plan, report: pytest.TestReport) -> None:
         self.current = None
         recorder = self.recorder
-        findings = list(recorder.findings) if recorder is not None else []
-        observed = item.stash.get(_OBSERVED, None)
-        raised = item.stash.get(_RAISED, [])
+        stash = item.stash
+        observed = stash[_OBSERVED] if _OBSERVED in stash else None  # no Stash.get: it raises on a miss
+        raised = stash[_RAISED] if _RAISED in stash else []
         if recorder is not None:
             recorder.end()
         if not self.is_worker:
             self.guarded += 1
-        if not (findings or raised or plan.declared or observed is not None or self.data_for_every_test):
+        if not (
+            (recorder is not None and recorder.findings)
+            or raised
+            or plan.declared
+            or observed is not None
+            or self.data_for_every_test
+        ):
             return  # a clean test: nothing to carry, nothing to serialise
         from pytest_tokenguard.guard.reporting import TestResult
+
+        findings = list(recorder.findings) if recorder is not None else []
 
         matched = sorted(recorder.matched_allows) if recorder is not None else []
         location = (report.location[0], report.location[1])

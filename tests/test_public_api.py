@@ -71,4 +71,4 @@ def test_0_2_module_paths_still_import() -> None:
     from pytest_tokenguard import zoo as from_package
 
     assert old_zoo is zoo_module is from_package and old_strategies is strategies
-    assert old_zoo.build("qwen3-0.6b")[1].pad_token_id == 151643
+    assert zoo_module.build("qwen3-0.6b")[1].pad_token_id == 151643
