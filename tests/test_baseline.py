@@ -204,7 +204,11 @@ def test_snapshot_and_check_add_layouts(pytester: pytest.Pytester) -> None:
     assert snapshot["model_config"] == {"bos": 1, "eos": 2, "pad": None}
     assert snapshot["tokenizer"] == {"bos": 1, "eos": 2, "pad": 2}
     assert snapshot["strings"]["2"] == "</s>" and snapshot["end_of_turn"] == ["</s>", 2]
-    assert snapshot["findings"] == ["TG201 pad error", "TG203 pad error", "TG206 pad warning"]
+    assert snapshot["findings"] == [
+        "TG201 pad error",
+        "TG203 pad error",
+        "TG206 pad error",
+    ]  # pad = eos = end of turn, the only stop
 
 
 def test_differences_flatten_nested_objects() -> None:

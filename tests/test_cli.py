@@ -113,13 +113,21 @@ def test_cli_agrees_with_object_api(saved: dict[str, Saved], capsys: pytest.Capt
     assert run.rc == (1 if folder.has_errors else 0)
 
 
+#: families whose pad = eos = the chat end of turn is the only stop id (TG206 error, fixed only by a dedicated pad)
+PAD_IS_THE_ONLY_STOP = {"smollm2-135m-instruct", "tinyllama-1.1b-chat-v1.0"}
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 def test_aligned_checkpoint_passes(saved: dict[str, Saved], capsys: pytest.CaptureFixture[str], name: str) -> None:
     folder = saved[f"{name}+aligned"]
     run = run_cli(capsys, "check", folder.path, "--format", "json")
     assert run.json()["findings"] == folder.findings
-    assert not folder.has_errors, folder.findings
-    assert run.rc == 0  # warnings (conventions such as Qwen's missing BOS) do not fail without --strict
+    errors = {f["code"] for f in folder.findings if f["severity"] == "error"}
+    if name in PAD_IS_THE_ONLY_STOP:  # alignment cannot give these a dedicated pad: TG206 stays an error
+        assert errors == {"TG206"} and run.rc == 1
+    else:
+        assert not errors, folder.findings
+        assert run.rc == 0  # warnings (conventions such as Qwen's missing BOS) do not fail without --strict
 
 
 def _qwen_pad_and_stop_ids(model: Any, tokenizer: Any) -> None:

@@ -26,10 +26,17 @@ import torch
 from pytest_tokenguard import align_special_tokens
 from pytest_tokenguard.suite import zoo
 
-def tinyllama(aligned=False):
+def tinyllama(aligned=False, dedicated_pad=False):
     model, tokenizer = zoo.build("tinyllama-1.1b-chat-v1.0")
+    if dedicated_pad:  # TinyLlama pads with eos = its only stop id (TG206 error); unk is the usual Llama pad
+        tokenizer.pad_token = tokenizer.unk_token
     if aligned:
         align_special_tokens(model, tokenizer)
+    return model, tokenizer
+
+def qwen3_aligned():
+    model, tokenizer = zoo.build("qwen3-0.6b")
+    align_special_tokens(model, tokenizer)
     return model, tokenizer
 
 def generate(model, **kwargs):
@@ -67,10 +74,10 @@ def test_fixture_check_fails_with_table_and_honours_allow_marker(helpers: pytest
             tokenguard.check(*tinyllama())
 
         def test_aligned(tokenguard):
-            report = tokenguard.check(*tinyllama(aligned=True))
+            report = tokenguard.check(*tinyllama(aligned=True, dedicated_pad=True))
             assert report.ok
 
-        @pytest.mark.tokenguard_allow("TG201", "TG203", reason="TinyLlama ships without a config pad")
+        @pytest.mark.tokenguard_allow("TG201", "TG203", "TG206", reason="TinyLlama ships without a config pad")
         def test_allowed(tokenguard):
             tokenguard.check(*tinyllama())
 
@@ -82,7 +89,7 @@ def test_fixture_check_fails_with_table_and_honours_allow_marker(helpers: pytest
     result.assert_outcomes(failed=2, passed=2)
     result.stdout.fnmatch_lines(
         [
-            "*TokenAlignmentError: special tokens are not aligned: TG201, TG203",
+            "*TokenAlignmentError: special tokens are not aligned: TG201, TG203, TG206",
             "*model config*generation config*tokenizer*",
             "*pad*None*0 '<unk>'*2 '</s>'*",
             "*TG201 error: model config pad None vs tokenizer pad 2 '</s>'*",
@@ -96,10 +103,10 @@ def test_fixture_check_fails_with_table_and_honours_allow_marker(helpers: pytest
 def test_strict_option_makes_warnings_fail(helpers: pytest.Pytester) -> None:
     helpers.makepyfile(
         """
-        from tg_helpers import tinyllama
+        from tg_helpers import qwen3_aligned
 
         def test_aligned(tokenguard):
-            tokenguard.check(*tinyllama(aligned=True))
+            tokenguard.check(*qwen3_aligned())  # warnings only: Qwen's missing BOS, pad among the stop ids
         """
     )
     helpers.runpytest().assert_outcomes(passed=1)
@@ -115,21 +122,21 @@ GENERATE_TESTS = """
     from tg_helpers import tinyllama, generate
 
     def test_bad_pad_in_generate():
-        model, _ = tinyllama(aligned=True)
+        model, _ = tinyllama(aligned=True, dedicated_pad=True)
         generate(model, pad_token_id=99999)
 
     @pytest.mark.tokenguard_allow("TG204", reason="deliberately out of range")
     def test_allowed():
-        model, _ = tinyllama(aligned=True)
+        model, _ = tinyllama(aligned=True, dedicated_pad=True)
         generate(model, pad_token_id=99999)
 
     def test_expected(tokenguard):
-        model, _ = tinyllama(aligned=True)
+        model, _ = tinyllama(aligned=True, dedicated_pad=True)
         with tokenguard.expect("TG204"):
             generate(model, pad_token_id=99999)
 
     def test_clean_generate():
-        model, tokenizer = tinyllama(aligned=True)
+        model, tokenizer = tinyllama(aligned=True, dedicated_pad=True)
         generate(model, tokenizer=tokenizer)
 
     def test_misaligned_generation_config_with_tokenizer():

@@ -121,12 +121,13 @@ def test_assertion_message_is_table_plus_findings(built: dict[str, tuple[Any, An
         assert_special_tokens_aligned(model, tokenizer)
     assert isinstance(info.value, AssertionError)
     message = str(info.value)
-    assert message.startswith("special tokens are not aligned: TG201, TG203")
+    # pad = eos = the chat end of turn </s> is the only stop id: an error, besides the config pad
+    assert message.startswith("special tokens are not aligned: TG201, TG203, TG206")
     assert "generation config" in message and "model.config.pad_token_id = 2" in message
-    assert "TG206 warning" in message  # listed as not failing
-    assert_special_tokens_aligned(model, tokenizer, allow=["TG201", "TG203"])
+    assert "TG206 error" in message and "nothing else can end a turn" in message
+    assert_special_tokens_aligned(model, tokenizer, allow=["TG201", "TG203", "TG206"])
     with pytest.raises(TokenAlignmentError, match="TG206"):
-        assert_special_tokens_aligned(model, tokenizer, allow=["TG201,TG203"], strict=True)
+        assert_special_tokens_aligned(model, tokenizer, allow=["TG201,TG203"])
     with pytest.raises(ValueError, match="unknown code 'TG999'"):
         assert_special_tokens_aligned(model, tokenizer, allow=["TG999"])
 
@@ -186,13 +187,17 @@ def test_tg205_tokenizer_longer_than_embeddings() -> None:
 
 
 def test_tg206_tg207_and_tg208() -> None:
-    assert _codes(
-        _layout(
-            tokenizer={"bos": 1, "eos": 2, "pad": 2},
-            model={"bos": 1, "eos": 2, "pad": 2},
-            generation={"bos": 1, "eos": 2, "pad": 2},
-        )
-    ) == {("TG206", "pad", "warning")}
+    pad_is_eos = {"bos": 1, "eos": 2, "pad": 2}
+    # pad = eos is the only stop id (no chat end of turn, or the same id): nothing else can end a turn
+    assert _codes(_layout(tokenizer=pad_is_eos, model=pad_is_eos, generation=pad_is_eos)) == {("TG206", "pad", "error")}
+    assert _codes(_layout(tokenizer=pad_is_eos, model=pad_is_eos, generation=pad_is_eos, end_of_turn=("</s>", 2))) == {
+        ("TG206", "pad", "error")
+    }
+    # another stop id exists (a dedicated end of turn that stops generation): a convention to watch, a warning
+    two_stops = {"bos": 1, "eos": [2, 7], "pad": 2}
+    assert _codes(_layout(tokenizer=pad_is_eos, model=two_stops, generation=two_stops, end_of_turn=("<|end|>", 7))) == {
+        ("TG206", "pad", "warning")
+    }
     none = {"bos": 1, "eos": 2, "pad": None}
     assert _codes(_layout(tokenizer=none, model=none, generation=none)) == {("TG207", "pad", "warning")}
     assert _codes(_layout(end_of_turn=("<|end|>", 7))) == {("TG208", "eos", "error")}
@@ -215,7 +220,7 @@ def test_every_code_is_documented_in_readme() -> None:
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    rows = {line.split("|")[1].strip(): line for line in readme.splitlines() if line.startswith("| TG2")}
+    rows = {line.split("|")[1].strip(): line for line in readme.splitlines() if line.startswith(("| TG2", "| TG3"))}
     assert set(rows) == set(STATIC_CODES)
     for code in STATIC_CODES.values():
         assert rows[code.code].split("|")[2].strip() == code.severity

@@ -225,7 +225,7 @@ def test_summary_counts_check_failures_raised_errors_and_suite_steps(pytester: p
             "FAILED test_raised.py::test_suite_step (TG206)",
         ]
     )
-    assert "clean" not in result.stdout.str()
+    assert "tokenguard: clean" not in result.stdout.str()
 
 
 def test_singular_and_sorted(emitting: pytest.Pytester) -> None:

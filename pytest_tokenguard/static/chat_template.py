@@ -92,3 +92,17 @@ def end_of_turn(
         return None, "chat template ends assistant turns without a special token"
     token = max(matches, key=len)
     return (token, special_tokens[token]), None
+
+
+def starts_with_token(template: Any, variables: Mapping[str, Any], token: str | None) -> bool | None:
+    """Whether the conversation the template renders (one user/assistant exchange) begins with ``token``
+    (e.g. the bos string, as templates that write ``{{ bos_token }}`` do). None when unknown: no token, no
+    default template, or the template fails to render."""
+    text = pick_template(template)
+    if not token or text is None:
+        return None
+    try:
+        rendered = _render(text, {k: v for k, v in variables.items() if v is not None})
+    except Exception:  # the end-of-turn note already says why a template does not render
+        return None
+    return rendered.startswith(token)

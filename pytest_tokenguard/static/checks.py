@@ -62,7 +62,7 @@ STATIC_CODES: dict[str, StaticCode] = {
         StaticCode(
             "TG206",
             "pad token is also an eos token",
-            "warning",
+            "warning / error",
             "add a dedicated pad token, or make sure the collator keeps EOS in the labels and the pad id is not a stop id",
         ),
         StaticCode(
@@ -82,6 +82,20 @@ STATIC_CODES: dict[str, StaticCode] = {
             "a model-config eos does not stop generation",
             "error / warning",
             "generation_config.eos_token_id should contain every model config eos id",
+        ),
+        StaticCode(
+            "TG301",
+            "doubled BOS at a sequence start",
+            "error",
+            "tokenize text rendered by apply_chat_template(..., tokenize=False) with add_special_tokens=False, or let "
+            "apply_chat_template tokenize",
+        ),
+        StaticCode(
+            "TG302",
+            "a generation prompt ends in eos",
+            "error",
+            "encode prompts with add_special_tokens=False (or tokenizer.add_eos_token = False); append eos to training "
+            "texts yourself",
         ),
     )
 }
@@ -349,14 +363,26 @@ def check_layout(layout: TokenLayout) -> Report:
             collisions[source] = {"pad": ids["pad"], "eos": ids["eos"]}
     if collisions:
         where = "; ".join(f"{SOURCES[s]} pad {d(v['pad'])} in eos {d(v['eos'])}" for s, v in collisions.items())
+        # An error where nothing else can end a turn: pad is the only stop id and the chat end of turn (if
+        # any) is that same id, so masking pad in the labels removes every end the model could learn.
+        pad = next(iter(collisions.values()))["pad"]
+        stop_ids = set(valid_ids((generation or model or {"eos": None})["eos"])) | set(
+            valid_ids(tokenizer["eos"] if tokenizer else None)
+        )
+        only_stop = stop_ids <= {pad} and (eot_id is None or eot_id == pad)
         found.append(
             _finding(
                 "TG206",
-                "warning",
+                "error" if only_stop else "warning",
                 "pad",
                 collisions,
                 f"pad is an eos token ({where}): collators that mask pad in the labels also mask EOS, so the model "
-                f"never learns to stop, and a pad id among the generation eos ids ends generation on padding",
+                f"never learns to stop, and a pad id among the generation eos ids ends generation on padding"
+                + (
+                    f"; {d(pad)} is the only stop id and the chat end of turn, so nothing else can end a turn"
+                    if only_stop
+                    else ""
+                ),
             )
         )
 
@@ -407,8 +433,42 @@ def check_layout(layout: TokenLayout) -> Report:
                 )
             )
 
+    _prompt_edges(layout, found)
     found.sort(key=lambda f: f.code)  # stable: per-field order kept within a code
     return report
+
+
+def _prompt_edges(layout: TokenLayout, found: list[StaticFinding]) -> None:
+    """TG301 / TG302 predicted from the tokenizer's defaults, before any batch exists: what SFT scripts and
+    servers do with the text a chat template renders (``tokenizer(text)``)."""
+    tokenizer = layout.tokenizer
+    if tokenizer is None:
+        return
+    d = layout.describe
+    bos, eos = tokenizer["bos"], tokenizer["eos"]
+    if layout.template_starts_with_bos and layout.adds_bos:
+        found.append(
+            _finding(
+                "TG301",
+                "error",
+                "bos",
+                {"chat_template": bos, "tokenizer": bos},
+                f"the chat template writes bos {d(bos)} and the tokenizer adds bos {d(bos)} when it encodes text: "
+                "tokenizing the rendered conversation (apply_chat_template(..., tokenize=False), then tokenizer(text)) "
+                "starts every example with bos twice",
+            )
+        )
+    if layout.adds_eos and not layout.encoder_decoder:
+        found.append(
+            _finding(
+                "TG302",
+                "error",
+                "eos",
+                {"tokenizer": eos},
+                f"the tokenizer appends eos {d(eos)} to every text it encodes (add_eos_token / its post-processor): "
+                "every prompt ends with an end of sequence, so generation starts after the end",
+            )
+        )
 
 
 def _id_problem(value: Any, rows: int | None) -> str | None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_tokenguard.static.chat_template import end_of_turn
+from pytest_tokenguard.static.chat_template import end_of_turn, starts_with_token
 from pytest_tokenguard.static.layout import FIELDS, NAMED_SPECIALS, TokenLayout, id_list, is_id
 
 MiB = 1024 * 1024
@@ -43,6 +43,8 @@ class _Tokenizer:
     variables: dict[str, str | None]
     files: list[str] = field(default_factory=list)
     backend: _TokenizerJson | None = None
+    #: token strings the tokenizer adds before / after every encoded text (None: unknown)
+    edges: tuple[list[str], list[str]] | None = None
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -207,6 +209,17 @@ class _TokenizerJson:
         else:
             raise FolderError(f"{self.path}: no model vocab (model.vocab is missing or not an object/list)")
 
+    def post_processor(self) -> Any:
+        """The ``post_processor`` object (None when absent or null). Read without decoding the vocab."""
+        at = _key(self.data, b"post_processor", b"{")
+        if at < 0:
+            return None
+        try:
+            value, _ = json.JSONDecoder().raw_decode(self.data[at:].decode("utf-8", errors="replace"))
+        except (ValueError, RecursionError):
+            return None
+        return value
+
     def lookup(self, text: str) -> int | None:
         if self.vocab is not None:
             return self.vocab.get(text)
@@ -309,7 +322,55 @@ def _read_tokenizer(folder: Path) -> _Tokenizer | None:
     elif os.path.lexists(json_template_path):
         template = read_json(json_template_path).get("chat_template")
         files.append(str(json_template_path))
-    return _Tokenizer(ids, strings, length, template, variables, files, backend)
+    if backend is not None:  # the post-processor decides what encoding adds (transformers 5 ignores the flags then)
+        edges = post_processor_edges(backend.post_processor())
+    else:  # SentencePiece-only folders: the slow tokenizer's flags
+        edges = (
+            [str(variables["bos_token"])] if config.get("add_bos_token") is True and variables.get("bos_token") else [],
+            [str(variables["eos_token"])] if config.get("add_eos_token") is True and variables.get("eos_token") else [],
+        )
+        if "add_bos_token" not in config and "add_eos_token" not in config:
+            edges = None
+    return _Tokenizer(ids, strings, length, template, variables, files, backend, edges)
+
+
+def post_processor_edges(post: Any) -> tuple[list[str], list[str]]:
+    """Token strings a ``tokenizer.json`` post-processor adds before and after a single sequence.
+
+    ``TemplateProcessing``: the ``SpecialToken`` items of ``single`` before / after ``Sequence`` A (resolved
+    through ``special_tokens``); ``BertProcessing`` / ``RobertaProcessing``: ``cls`` / ``sep``; a ``Sequence``
+    of processors: all of them; anything else (``ByteLevel``, null): nothing.
+    """
+    if not isinstance(post, Mapping):
+        return [], []
+    kind = post.get("type")
+    if kind == "Sequence":
+        before: list[str] = []
+        after: list[str] = []
+        for inner in post.get("processors") or []:
+            b, a = post_processor_edges(inner)
+            before += b
+            after += a
+        return before, after
+    if kind in ("BertProcessing", "RobertaProcessing"):
+        cls, sep = post.get("cls"), post.get("sep")
+        first = [str(cls[0])] if isinstance(cls, list) and cls else []
+        return first, [str(sep[0])] if isinstance(sep, list) and sep else []
+    if kind != "TemplateProcessing" or not isinstance(post.get("single"), list):
+        return [], []
+    declared = post.get("special_tokens")
+    specials: Mapping[str, Any] = declared if isinstance(declared, Mapping) else {}
+    before, after, seen_sequence = [], [], False
+    for item in post["single"]:
+        if isinstance(item, Mapping) and "Sequence" in item:
+            seen_sequence = True
+        elif isinstance(item, Mapping) and isinstance(item.get("SpecialToken"), Mapping):
+            name = item["SpecialToken"].get("id")
+            entry = specials.get(name) if isinstance(name, str) else None
+            tokens = entry.get("tokens") if isinstance(entry, Mapping) else None
+            texts = [str(token) for token in tokens] if isinstance(tokens, list) and tokens else [str(name)]
+            (after if seen_sequence else before).extend(texts)
+    return before, after
 
 
 def _ids(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -392,6 +453,7 @@ def read_folder(path: str | Path, adapter: str | Path | None = None) -> FolderLa
         generation=_ids(generation) if generation is not None else None,
         tokenizer=tokenizer.ids if tokenizer is not None else None,
         vocab_size=vocab_size,
+        encoder_decoder=config.get("is_encoder_decoder") is True,
     )
     if generation is None:
         layout.notes.append("no generation_config.json: generation checks use the model config")
@@ -404,6 +466,13 @@ def read_folder(path: str | Path, adapter: str | Path | None = None) -> FolderLa
             layout.end_of_turn, note = end_of_turn(tokenizer.template, tokenizer.strings, tokenizer.variables)
             if note:
                 layout.notes.append(note)
+            layout.template_starts_with_bos = starts_with_token(
+                tokenizer.template, tokenizer.variables, tokenizer.variables.get("bos_token")
+            )
+        if tokenizer.edges is not None:
+            before, after = tokenizer.edges
+            layout.adds_bos = bool(tokenizer.variables.get("bos_token")) and tokenizer.variables.get("bos_token") in before
+            layout.adds_eos = bool(tokenizer.variables.get("eos_token")) and tokenizer.variables.get("eos_token") in after
         by_id = {token_id: text for text, token_id in tokenizer.strings.items()}
         for source in (layout.model, layout.generation, layout.tokenizer):
             for name in FIELDS:

@@ -62,6 +62,14 @@ class TokenLayout:
     token_strings: dict[int, str] = field(default_factory=dict)
     #: why a part could not be checked (e.g. the chat template failed to render)
     notes: list[str] = field(default_factory=list)
+    #: the tokenizer prepends bos / appends eos when it encodes text with its defaults
+    #: (``add_special_tokens=True``); None when unknown
+    adds_bos: bool | None = None
+    adds_eos: bool | None = None
+    #: the chat template's rendered conversation starts with the bos string (``{{ bos_token }}``)
+    template_starts_with_bos: bool | None = None
+    #: the model is an encoder-decoder (config ``is_encoder_decoder``): prompts ending in eos are normal there
+    encoder_decoder: bool = False
 
     def source(self, name: str) -> dict[str, Any] | None:
         value: dict[str, Any] | None = getattr(self, name)

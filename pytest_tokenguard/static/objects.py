@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pytest_tokenguard.static.chat_template import end_of_turn
+from pytest_tokenguard.static.chat_template import end_of_turn, starts_with_token
 from pytest_tokenguard.static.layout import FIELDS, NAMED_SPECIALS, TokenLayout, id_list, is_id
 
 
@@ -74,6 +74,28 @@ def tokenizer_end_of_turn(tokenizer: Any, strings: dict[str, int] | None = None)
     return end_of_turn(template, strings if strings is not None else _special_strings(tokenizer), variables)
 
 
+_PROBE = "tokenguard probe text"
+
+
+def encoding_edges(tokenizer: Any) -> tuple[bool | None, bool | None]:
+    """Whether ``tokenizer(text)`` (``add_special_tokens=True``, the default) puts bos before and eos after the
+    text's own ids, found by encoding a probe both ways with the tokenizer itself. ``(None, None)`` when the
+    tokenizer cannot encode."""
+    try:
+        with_specials = list(tokenizer(_PROBE)["input_ids"])
+        plain = list(tokenizer(_PROBE, add_special_tokens=False)["input_ids"])
+    except Exception:  # a stand-in or exotic tokenizer: the other checks still run
+        return None, None
+    for start in range(len(with_specials) - len(plain) + 1):
+        if with_specials[start : start + len(plain)] == plain:
+            before, after = with_specials[:start], with_specials[start + len(plain) :]
+            break
+    else:
+        return None, None
+    bos, eos = getattr(tokenizer, "bos_token_id", None), getattr(tokenizer, "eos_token_id", None)
+    return (is_id(bos) and bos in before), (is_id(eos) and eos in after)
+
+
 def layout_from_objects(model_or_config: Any, tokenizer: Any = None, generation_config: Any = None) -> TokenLayout:
     """Layout of a model (``PreTrainedModel``, peft ``PeftModel``) or a bare config, a tokenizer or processor,
     and a generation config (default: the model's own)."""
@@ -90,8 +112,14 @@ def layout_from_objects(model_or_config: Any, tokenizer: Any = None, generation_
         tokenizer=_ids(tokenizer) if tokenizer is not None else None,
         embedding_rows=_embedding_rows(model) if is_model else None,
         vocab_size=getattr(config, "vocab_size", None),
+        encoder_decoder=getattr(model.config if is_model else model, "is_encoder_decoder", False) is True,
     )
     if tokenizer is not None:
+        layout.adds_bos, layout.adds_eos = encoding_edges(tokenizer)
+        template = getattr(tokenizer, "chat_template", None)
+        if template:
+            variables = {f"{name}_token": getattr(tokenizer, f"{name}_token", None) for name in NAMED_SPECIALS}
+            layout.template_starts_with_bos = starts_with_token(template, variables, variables.get("bos_token"))
         strings = _special_strings(tokenizer)
         # highest id + 1, as the folder reader counts: ids past the embedding rows are what matters
         layout.tokenizer_length = max([len(tokenizer), *(i + 1 for i in strings.values() if isinstance(i, int))])
