@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from pytest_tokenguard.static.api import assert_special_tokens_aligned, check_special_tokens
     from pytest_tokenguard.static.checks import STATIC_CODES, Report, StaticFinding, TokenAlignmentError
     from pytest_tokenguard.static.folder import FolderError, FolderLayout, read_folder
+    from pytest_tokenguard.static.sequences import check_batch
 
 #: public name -> the module that defines it
 _HOMES = {
@@ -43,6 +44,7 @@ _HOMES = {
     "Report": "pytest_tokenguard.static.checks",
     "StaticFinding": "pytest_tokenguard.static.checks",
     "TokenAlignmentError": "pytest_tokenguard.static.checks",
+    "check_batch": "pytest_tokenguard.static.sequences",
     "FolderError": "pytest_tokenguard.static.folder",
     "FolderLayout": "pytest_tokenguard.static.folder",
     "read_folder": "pytest_tokenguard.static.folder",
@@ -86,6 +88,7 @@ __all__ = [
     "__version__",
     "align_special_tokens",
     "assert_special_tokens_aligned",
+    "check_batch",
     "check_special_tokens",
     "generation_config_for",
     "predict_trainer_alignment",

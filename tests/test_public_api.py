@@ -64,11 +64,13 @@ def test_importing_the_package_imports_nothing_else_of_it() -> None:
 
 
 def test_0_2_module_paths_still_import() -> None:
-    import pytest_tokenguard.strategies as old_strategies
-    import pytest_tokenguard.suite.strategies as strategies
-    import pytest_tokenguard.suite.zoo as zoo_module
-    import pytest_tokenguard.zoo as old_zoo
-    from pytest_tokenguard import zoo as from_package
-
-    assert old_zoo is zoo_module is from_package and old_strategies is strategies
-    assert zoo_module.build("qwen3-0.6b")[1].pad_token_id == 151643
+    # a fresh interpreter: in-process pytester runs elsewhere in this session re-import modules
+    code = (
+        "import pytest_tokenguard.strategies as old_strategies, pytest_tokenguard.suite.strategies as strategies\n"
+        "import pytest_tokenguard.zoo as old_zoo, pytest_tokenguard.suite.zoo as zoo_module\n"
+        "from pytest_tokenguard import zoo as from_package\n"
+        "assert old_zoo is zoo_module is from_package and old_strategies is strategies\n"
+        "print(from_package.build('qwen3-0.6b')[1].pad_token_id)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "151643"

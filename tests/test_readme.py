@@ -52,6 +52,7 @@ OUTCOMES = [
     {"failed": 1},  # tokenguard.check raises on the Qwen3 layout's TG201 pad error, as the comment says
     {},  # predicting and fixing: module-level code only
     {"passed": 1},  # the hypothesis strategy
+    {"passed": 1},  # check_batch on a chat batch, and tokenguard.check_batch on a collated one
     {"passed": 11},  # test_my_collator over the 10 zoo families, and test_one
 ]
 

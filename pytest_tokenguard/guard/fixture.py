@@ -75,7 +75,9 @@ class TokenGuard:
 
         Returns the report; raises :class:`TokenAlignmentError` on failing findings.
         """
-        report = check_special_tokens(model, tokenizer, generation_config)
+        return self._verdict(check_special_tokens(model, tokenizer, generation_config), strict)
+
+    def _verdict(self, report: Report, strict: bool | None) -> Report:
         checks = self._recorder.observations.setdefault("checks", [])
         checks.append(sorted(f"{f.code} {f.field} {f.severity}" for f in report.findings))
         failing = report.failing(strict=self._strict if strict is None else strict)
@@ -85,6 +87,16 @@ class TokenGuard:
         if failing:
             raise TokenAlignmentError(report, failing)
         return report
+
+    def check_batch(
+        self, batch: Any, tokenizer: Any = None, model: Any = None, *, purpose: str | None = None, strict: bool | None = None
+    ) -> Report:
+        """``check_batch`` (TG3xx on ``input_ids`` / ``attention_mask`` / ``labels``, batch x sequence) honouring this
+        test's allow marker and ``--tokenguard-strict``. Returns the report; raises :class:`TokenAlignmentError`
+        on failing findings."""
+        from pytest_tokenguard.static.sequences import check_batch
+
+        return self._verdict(check_batch(batch, tokenizer, model, purpose=purpose), strict)
 
     def observe(self, key: str, value: Any) -> None:
         """Record a JSON-able observation of this test (compared by ``--tokenguard-baseline``)."""

@@ -83,19 +83,62 @@ STATIC_CODES: dict[str, StaticCode] = {
             "error / warning",
             "generation_config.eos_token_id should contain every model config eos id",
         ),
+        # TG3xx: what the model sees (sequence checks in sequences.py; TG301/TG302 also predicted statically)
         StaticCode(
             "TG301",
             "doubled BOS at a sequence start",
             "error",
-            "tokenize text rendered by apply_chat_template(..., tokenize=False) with add_special_tokens=False, or let "
-            "apply_chat_template tokenize",
+            "the chat template already writes bos: tokenize the rendered text with add_special_tokens=False, or "
+            "apply_chat_template(..., tokenize=True)",
         ),
         StaticCode(
             "TG302",
-            "a generation prompt ends in eos",
+            "a generation prompt ends in eos or the chat end of turn",
             "error",
-            "encode prompts with add_special_tokens=False (or tokenizer.add_eos_token = False); append eos to training "
-            "texts yourself",
+            "encode prompts with add_special_tokens=False or set tokenizer.add_eos_token = False; for chat, "
+            "apply_chat_template(..., add_generation_prompt=True)",
+        ),
+        StaticCode(
+            "TG303",
+            "every eos / end-of-turn position is masked in the labels",
+            "error",
+            'add a dedicated pad token (tokenizer.add_special_tokens({"pad_token": "<|pad|>"}) and '
+            "model.resize_token_embeddings(len(tokenizer))), or mask labels by the attention mask, not by the pad id "
+            "(DataCollatorForCompletionOnlyLM, trl's DataCollatorForLanguageModeling with completion_only_loss, "
+            "DataCollatorWithFlattening)",
+        ),
+        StaticCode(
+            "TG304",
+            "training rows without eos / end of turn",
+            "error / warning",
+            "append tokenizer.eos_token to each training text, or use a chat template that ends turns; check that "
+            "max_length truncation does not cut the end off",
+        ),
+        StaticCode(
+            "TG305",
+            "padding inside a sequence",
+            "error",
+            "pad on one side only (tokenizer.pad / DataCollatorWithPadding on unpadded rows); do not concatenate rows "
+            "that are already padded; for packing, use DataCollatorWithFlattening",
+        ),
+        StaticCode(
+            "TG306",
+            "pad ids attended as content",
+            "warning",
+            "take the attention mask from tokenizer(..., padding=True) (it is 0 on padding), and keep the pad token "
+            "out of training and prompt texts",
+        ),
+        StaticCode(
+            "TG307",
+            "ids outside the embedding rows",
+            "error",
+            "model.resize_token_embeddings(len(tokenizer)) after adding tokens; labels must be -100 or an id the model can embed",
+        ),
+        StaticCode(
+            "TG308",
+            "right padding in a batch for decoder-only generate()",
+            "error",
+            'tokenizer.padding_side = "left" before tokenizing prompts for generate()',
         ),
     )
 }
@@ -363,13 +406,13 @@ def check_layout(layout: TokenLayout) -> Report:
             collisions[source] = {"pad": ids["pad"], "eos": ids["eos"]}
     if collisions:
         where = "; ".join(f"{SOURCES[s]} pad {d(v['pad'])} in eos {d(v['eos'])}" for s, v in collisions.items())
-        # An error where nothing else can end a turn: pad is the only stop id and the chat end of turn (if
-        # any) is that same id, so masking pad in the labels removes every end the model could learn.
+        # An error where nothing else can end a turn: pad is the only stop id and the chat end of turn is that
+        # same id, so masking pad in the labels removes every end of turn the model could learn.
         pad = next(iter(collisions.values()))["pad"]
         stop_ids = set(valid_ids((generation or model or {"eos": None})["eos"])) | set(
             valid_ids(tokenizer["eos"] if tokenizer else None)
         )
-        only_stop = stop_ids <= {pad} and (eot_id is None or eot_id == pad)
+        only_stop = eot_id == pad and stop_ids <= {pad}  # a base model padding with eos (no template) is a warning
         found.append(
             _finding(
                 "TG206",

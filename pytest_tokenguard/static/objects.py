@@ -82,18 +82,31 @@ def encoding_edges(tokenizer: Any) -> tuple[bool | None, bool | None]:
     text's own ids, found by encoding a probe both ways with the tokenizer itself. ``(None, None)`` when the
     tokenizer cannot encode."""
     try:
-        with_specials = list(tokenizer(_PROBE)["input_ids"])
-        plain = list(tokenizer(_PROBE, add_special_tokens=False)["input_ids"])
+        probe = _PROBE
+        plain = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
+        if not plain:  # a tiny vocabulary that cannot spell the probe: any plain vocabulary entry will do
+            specials = set(getattr(tokenizer, "all_special_ids", ()))
+            probe = next((text for text, i in tokenizer.get_vocab().items() if i not in specials and text.strip()), probe)
+            plain = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
+        with_specials = list(tokenizer(probe)["input_ids"])
     except Exception:  # a stand-in or exotic tokenizer: the other checks still run
         return None, None
-    for start in range(len(with_specials) - len(plain) + 1):
-        if with_specials[start : start + len(plain)] == plain:
-            before, after = with_specials[:start], with_specials[start + len(plain) :]
-            break
-    else:
+    before, after = _around(with_specials, plain)
+    if before is None or after is None:
         return None, None
     bos, eos = getattr(tokenizer, "bos_token_id", None), getattr(tokenizer, "eos_token_id", None)
     return (is_id(bos) and bos in before), (is_id(eos) and eos in after)
+
+
+def _around(whole: list[Any], part: list[Any]) -> tuple[list[Any] | None, list[Any] | None]:
+    """The ids ``whole`` has before and after ``part`` (the text's own ids). A text the vocabulary cannot encode
+    at all leaves only the added ids: each side then sees all of them."""
+    if not part:
+        return whole, whole
+    for start in range(len(whole) - len(part) + 1):
+        if whole[start : start + len(part)] == part:
+            return whole[:start], whole[start + len(part) :]
+    return None, None
 
 
 def layout_from_objects(model_or_config: Any, tokenizer: Any = None, generation_config: Any = None) -> TokenLayout:

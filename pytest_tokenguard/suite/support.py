@@ -171,6 +171,19 @@ def eos_labels(tokenizer: Any, eos_ids: list[int]) -> EosLabels:
     return EosLabels(kept, masked)
 
 
+def align_with_own_pad(model: Any, tokenizer: Any) -> bool:
+    """``align_special_tokens``, and where pad = eos = the chat end of turn is the only stop id (a TG206 error:
+    SmolLM2, TinyLlama) a pad token of its own, which alignment cannot invent. Returns whether one was added."""
+    from pytest_tokenguard.static.alignment import align_special_tokens
+    from pytest_tokenguard.static.api import check_special_tokens
+
+    align_special_tokens(model, tokenizer)
+    if not any(f.code == "TG206" and f.severity == "error" for f in check_special_tokens(model, tokenizer).findings):
+        return False
+    add_dedicated_pad(model, tokenizer)
+    return True
+
+
 def add_dedicated_pad(model: Any, tokenizer: Any) -> int:
     """The fix for pad == eos: a pad token of its own (embeddings resized only when needed)."""
     tokenizer.add_special_tokens({"pad_token": DEDICATED_PAD})
