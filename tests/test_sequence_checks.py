@@ -41,6 +41,30 @@ def setting(obj: Any, **values: Any) -> Iterator[None]:
             setattr(obj, name, value)
 
 
+def encoding_adds(tokenizer: Any, *, bos: bool, eos: bool = False) -> None:
+    """Make ``tokenizer(text)`` add bos / eos through its post-processor, as Llama / Mistral fast tokenizers ship
+    (``add_bos_token`` / ``add_eos_token`` only rebuild it on some classes and versions)."""
+    from tokenizers import processors
+
+    names = [*([tokenizer.bos_token] if bos else []), "$A", *([tokenizer.eos_token] if eos else [])]
+    specials = {name: tokenizer.convert_tokens_to_ids(name) for name in names if name != "$A"}
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=" ".join(names), pair=" ".join([*names, "$B"]), special_tokens=list(specials.items())
+    )
+
+
+@contextmanager
+def appending_eos(tokenizer: Any, **values: Any) -> Iterator[None]:
+    """The tokenizer appends eos to every text for one block (``add_eos_token=True``), with ``values`` set too."""
+    post = tokenizer.backend_tokenizer.post_processor
+    encoding_adds(tokenizer, bos=True, eos=True)
+    try:
+        with setting(tokenizer, **values):
+            yield
+    finally:
+        tokenizer.backend_tokenizer.post_processor = post
+
+
 def codes(report: Report) -> list[str]:
     return report.codes()
 
@@ -53,7 +77,7 @@ def only(report: Report, code: str) -> StaticFinding:
 @pytest.fixture(scope="module")
 def llama() -> Pair:
     model, tokenizer = zoo.build("llama-3.2-1b")
-    tokenizer.add_bos_token = True  # as the real Llama 3.2 tokenizer ships: it prepends <|begin_of_text|>
+    encoding_adds(tokenizer, bos=True)  # as the real Llama 3.2 tokenizer ships: it prepends <|begin_of_text|>
     tokenizer.pad_token = tokenizer.eos_token  # Llama 3.2 has no pad token; eos is the usual stand-in
     return model, tokenizer
 
@@ -61,7 +85,7 @@ def llama() -> Pair:
 @pytest.fixture(scope="module")
 def mistral() -> Pair:
     model, tokenizer = zoo.build("mistral-7b-instruct-v0.3")
-    tokenizer.add_bos_token = True  # as the real tokenizer ships; its chat template writes {{ bos_token }} too
+    encoding_adds(tokenizer, bos=True)  # as the real tokenizer ships; its chat template writes {{ bos_token }} too
     tokenizer.pad_token = tokenizer.unk_token
     return model, tokenizer
 
@@ -157,7 +181,7 @@ def test_tg301_counts_real_tokens_after_left_padding(llama: Pair) -> None:
 
 def test_tg302_add_eos_token_makes_every_prompt_end_in_eos(llama: Pair) -> None:
     model, tokenizer = llama
-    with setting(tokenizer, add_eos_token=True):
+    with appending_eos(tokenizer):
         batch = tokenizer(["Who are you?", "Hi"], padding=True, return_tensors="pt")
     report = check_batch(batch, tokenizer, model)
     assert codes(report) == ["TG302"]
@@ -186,7 +210,7 @@ def test_tg302_chat_prompt_without_generation_prompt_ends_in_end_of_turn(qwen3: 
 def test_tg302_and_tg308_do_not_apply_to_encoder_decoder_models(llama: Pair) -> None:
     _, tokenizer = llama
     config = T5Config(vocab_size=len(tokenizer), d_model=8, num_layers=1, num_heads=1, d_kv=4, d_ff=8)
-    with setting(tokenizer, add_eos_token=True, padding_side="right"):
+    with appending_eos(tokenizer, padding_side="right"):
         batch = tokenizer(["Who are you?", "Hi"], padding=True, return_tensors="pt")
     assert codes(check_batch(batch, tokenizer)) == ["TG302", "TG308"]
     assert codes(check_batch(batch, tokenizer, config)) == []  # T5 inputs end in </s>, padded right

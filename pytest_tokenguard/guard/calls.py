@@ -74,21 +74,39 @@ class Options:
 
     @property
     def active(self) -> bool:
-        return self.calls or self.synthesizing
+        """Whether the session needs the wrappers: always, since the trl trainer checks (TG102) run whenever
+        the guard is attached; ``Trainer.train`` itself is wrapped only for synthesis or call checks."""
+        return True
 
 
 _MODULES = ("transformers.trainer", "transformers.generation.utils")
+#: trl's trainer modules (``trl.trainer.sft_trainer``, ``trl.experimental.orpo.orpo_trainer`` ...); trl imports
+#: them lazily, on the first access to a name such as ``trl.SFTTrainer``
+_TRL_MODULE_PREFIXES = ("trl.trainer.", "trl.experimental.")
+
+
+def _watched(name: str) -> bool:
+    return name in _MODULES or name.startswith(_TRL_MODULE_PREFIXES)
 
 
 class _AfterImport(importlib.abc.MetaPathFinder):
-    """Wraps ``Trainer.train``/``generate`` right after their module is imported, even when that happens
-    inside a test (the first Trainer of a run is often built inside the first test that trains)."""
+    """Wraps ``Trainer.train``/``generate`` and the trl trainers' ``__init__`` right after their module is
+    imported, even when that happens inside a test (the first Trainer of a run is often built inside the
+    first test that trains)."""
 
     def __init__(self) -> None:
         self.local = threading.local()
 
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        if name not in _MODULES or getattr(self.local, "busy", False):
+        if getattr(self.local, "busy", False):
+            return None
+        if _trl.pending:  # a trl trainer module was still executing when the guard attached: it may be done now
+            self.local.busy = True
+            try:
+                ensure_installed()
+            finally:
+                self.local.busy = False
+        if not _watched(name):
             return None
         self.local.busy = True
         try:
@@ -103,6 +121,8 @@ class _AfterImport(importlib.abc.MetaPathFinder):
         def exec_module(module: Any) -> None:
             original(module)
             loader.exec_module = original
+            if name.startswith(_TRL_MODULE_PREFIXES) and _installation.users:
+                _wrap_trl_module(module)  # still flagged as initializing: the scan would leave it for later
             ensure_installed()
 
         loader.exec_module = exec_module
@@ -124,7 +144,8 @@ _installation = _Installation()
 
 
 def acquire(options: Options) -> None:
-    """A session starts using the wrappers (no-op when its options need none)."""
+    """A session starts using the wrappers: the import hook always (trl trainers are watched under plain
+    ``--tokenguard``), ``Trainer.train`` for synthesis or call checks, ``generate`` / ``training_step`` for call checks."""
     if options.active:
         _installation.users.append(options)
         ensure_installed()
@@ -142,19 +163,100 @@ def release(options: Options) -> None:
 
 
 def ensure_installed() -> None:
-    """Wrap ``Trainer.train`` / ``generate`` once their modules are imported. Cheap when done."""
+    """Wrap ``Trainer.train`` / ``generate`` and the trl trainers' ``__init__`` once their modules are imported.
+    Cheap when done."""
     inst = _installation
-    if not inst.users or len(inst.done) == 2:
+    if not inst.users:
         return
     if inst.finder is None:
         inst.finder = _AfterImport()
         sys.meta_path.insert(0, inst.finder)
-    if "train" not in inst.done and "transformers.trainer" in sys.modules:
-        inst.done.add("train")
-        _wrap(sys.modules["transformers.trainer"].Trainer, "train", _check_train)
-    if "generate" not in inst.done and "transformers.generation.utils" in sys.modules and any(user.calls for user in inst.users):
-        inst.done.add("generate")
-        _wrap(sys.modules["transformers.generation.utils"].GenerationMixin, "generate", _check_generate)
+    if len(inst.done) < 3:
+        train = any(user.calls or user.synthesizing for user in inst.users)  # TG101 synthesis or call checks
+        if "train" not in inst.done and "transformers.trainer" in sys.modules and train:
+            inst.done.add("train")
+            _wrap(sys.modules["transformers.trainer"].Trainer, "train", _check_train)
+        generate = any(user.calls for user in inst.users)
+        if "generate" not in inst.done and "transformers.generation.utils" in sys.modules and generate:
+            inst.done.add("generate")
+            _wrap(sys.modules["transformers.generation.utils"].GenerationMixin, "generate", _check_generate)
+        # the batches a Trainer (or a trl subclass) trains on: the first ones, whatever collator built them
+        if "training_step" not in inst.done and "transformers.trainer" in sys.modules and generate:
+            from pytest_tokenguard.guard import batches
+
+            inst.done.add("training_step")
+            _wrap(sys.modules["transformers.trainer"].Trainer, "training_step", batches.check_training_step)
+    if "trl" in sys.modules and (_trl.pending or len(sys.modules) != _trl.seen or inst.users[-1] is not _trl.seen_by):
+        _scan_trl()
+
+
+class _TrlInstallation:
+    """The trl trainer modules whose classes are wrapped (the ``__init__`` wrappers themselves are in
+    ``_installation.patched``, restored with the others)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        #: name -> the module object whose classes were wrapped (a module imported again is a new object)
+        self.modules: dict[str, Any] = {}
+        self.classes: list[str] = []
+        #: size of ``sys.modules`` and the newest user at the last scan: neither changed, nothing to scan
+        self.seen = -1
+        self.seen_by: Options | None = None
+        #: a trainer module was still executing at the last scan (its classes may not exist yet)
+        self.pending = False
+        self.scanning = False
+
+
+_trl = _TrlInstallation()
+
+
+def _scan_trl() -> None:
+    """Wrap the trainer classes of every imported trl trainer module not done yet (the guard may attach
+    after trl was imported, e.g. in an in-process pytester run)."""
+    if _trl.scanning:
+        return
+    _trl.scanning = True
+    try:
+        from pytest_tokenguard.guard import trl  # noqa: F401  (imported before the scan: its import runs the finder)
+
+        _trl.seen = len(sys.modules)
+        _trl.seen_by = _installation.users[-1] if _installation.users else None
+        _trl.pending = False
+        for name in [name for name in list(sys.modules) if name.startswith(_TRL_MODULE_PREFIXES)]:
+            module = sys.modules.get(name)
+            if module is None or _trl.modules.get(name) is module:
+                continue
+            if getattr(getattr(module, "__spec__", None), "_initializing", False):
+                _trl.pending = True  # executing right now: wrapped at a later import (see _AfterImport.find_spec)
+                continue
+            _wrap_trl_module(module)
+    finally:
+        _trl.scanning = False
+
+
+def _wrap_trl_module(module: Any) -> None:
+    """Wrap the ``__init__`` of the trl trainer classes ``module`` defines (once per module)."""
+    from pytest_tokenguard.guard import trl
+
+    name = getattr(module, "__name__", "")
+    if _trl.modules.get(name) is module:
+        return
+    _trl.modules[name] = module
+    with contextlib.suppress(Exception):  # an odd module must not break the import that triggered this
+        for cls in trl.trainer_classes(module):
+            original = cls.__dict__["__init__"]
+            if hasattr(original, "__tokenguard_original__"):
+                continue
+            _installation.patched.append((cls, "__init__", original))
+            type.__setattr__(cls, "__init__", trl.wrapped_init(cls, original))
+            _trl.classes.append(cls.__name__)
+
+
+def installed_trl_wrappers() -> list[str]:
+    """The trl trainer classes whose ``__init__`` is wrapped right now (for tests and diagnostics)."""
+    return sorted(set(_trl.classes))
 
 
 def _uninstall() -> None:
@@ -167,6 +269,7 @@ def _uninstall() -> None:
         owner, name, original = inst.patched.pop()
         setattr(owner, name, original)
     inst.done.clear()
+    _trl.reset()
 
 
 def installed_wrappers() -> list[str]:
@@ -313,8 +416,10 @@ def _check_generate(target: Recorder, options: Options, model: Any, args: tuple[
         return
     if not hasattr(model, "config"):
         return
+    from pytest_tokenguard.guard import batches
     from pytest_tokenguard.static.objects import layout_from_objects
 
     generation = effective_token_ids(model, args, kwargs)
     layout = layout_from_objects(model, kwargs.get("tokenizer"), generation)
     _record_static(target, options, layout, "generate()")
+    batches.check_generate_inputs(target, options, model, args, kwargs)

@@ -75,6 +75,17 @@ ENTRIES: tuple[Entry, ...] = (
         "align the model config and generation config with the tokenizer before building the Trainer",
     ),
     _entry(
+        # trl logs nothing: this matches the message the guard records itself (pytest_tokenguard.guard.trl)
+        # when a trl trainer's __init__ changed the model's ids; trl >= 1.13 needs transformers >= 4.56.2
+        "TG102",
+        "trl trainer rewrote special tokens",
+        r"(?P<trainer>\w+)\.__init__ rewrote special tokens: (?P<updated>\{.*\})",
+        "log",
+        "4.56.2",
+        None,
+        "align the model config and generation config with the tokenizer before building the trl trainer",
+    ),
+    _entry(
         "TG110",
         "pad_token_id defaulted to eos_token_id for generation",
         r"Setting `pad_token_id` to `eos_token_id`:(?P<eos>.+?) for open-end generation\.",
@@ -418,6 +429,11 @@ Severity = Literal["fault", "notice"]
 SEVERITIES: dict[str, tuple[Severity, str]] = {
     "TG100": ("fault", "an unclassified transformers warning about special tokens, padding or the mask: unknown is unsafe"),
     "TG101": ("fault", "the configs disagreed with the tokenizer: what was saved and tested differs from what trained"),
+    "TG102": (
+        "fault",
+        "trl copied the tokenizer's ids onto the configs while building the trainer, silently: "
+        "the model passed in disagreed with its tokenizer, and no TG101 follows at train()",
+    ),
     "TG110": ("fault", "generation pads with eos: batched rows stop or pad wrongly, and the generation config lacks pad"),
     "TG111": ("fault", "without a mask and pad id, padded positions are attended to: outputs depend on padding"),
     "TG112": ("fault", "pad equals eos, so real eos tokens are masked as padding"),

@@ -12,6 +12,10 @@ from typing import Any
 from pytest_tokenguard.guard.catalog import classify, parse_updated_tokens, trainer_fix_lines
 from pytest_tokenguard.guard.catalog import severity as code_severity
 
+#: codes whose finding carries the ids a trainer rewrote (``details["updated_tokens"]``): the Trainer's own
+#: alignment (TG101) and a trl trainer's silent copy (TG102)
+UPDATED_TOKENS_CODES = frozenset({"TG101", "TG102"})
+
 
 @dataclass
 class RuntimeFinding:
@@ -58,7 +62,7 @@ class RuntimeFinding:
         return cls(**fields)
 
     def fix_lines(self) -> list[str]:
-        if self.code == "TG101" and self.details.get("updated_tokens"):
+        if self.code in UPDATED_TOKENS_CODES and self.details.get("updated_tokens"):
             return [self.fix + ":", *trainer_fix_lines(self.details["updated_tokens"])]
         return [self.fix]
 
@@ -229,7 +233,7 @@ def headline(findings: list[RuntimeFinding]) -> str:
         return f"tokenguard: {', '.join(codes)}{suffix}"
     first = findings[0]
     text = f"tokenguard: {first.code} {first.title}"
-    updated = first.details.get("updated_tokens") if first.code == "TG101" else None
+    updated = first.details.get("updated_tokens") if first.code in UPDATED_TOKENS_CODES else None
     if updated:
         text += " (" + ", ".join(f"{name} {value}" for name, value in updated.items()) + ")"
     return text + suffix
@@ -250,7 +254,7 @@ def format_findings(findings: list[RuntimeFinding]) -> str:
                 "tokens in Trainer.train(); this is what transformers >= 5.18 would do"
             )
         lines.append(f"  phase:   {f.phase}, seen {f.count} time{'s' if f.count != 1 else ''}")
-        if f.code == "TG101" and "updated_tokens" in f.details:
+        if f.code in UPDATED_TOKENS_CODES and "updated_tokens" in f.details:
             lines.append(f"  updated tokens: {f.details['updated_tokens']}")
         fix = f.fix_lines()
         lines.append(f"  fix:     {fix[0]}")
