@@ -337,6 +337,14 @@ class TokenguardSession:
                 self.recorder.begin({}, "collection")
         return self.recorder
 
+    def _attach_when_transformers_is_imported(self) -> None:
+        """Attach now if transformers is loaded; else the moment ``import transformers`` starts."""
+        if "transformers" in sys.modules:
+            self.attach()
+        elif self._trigger is None:
+            self._trigger = _TransformersImport(self)
+            sys.meta_path.insert(0, self._trigger)
+
     def _remove_trigger(self) -> None:
         trigger, self._trigger = self._trigger, None
         if trigger in sys.meta_path:
@@ -356,11 +364,7 @@ class TokenguardSession:
         if plan is not None:  # setup, or a later phase whose setup hook never ran
             self.current = item
             if self.state is None:
-                if "transformers" in sys.modules:
-                    self.attach()
-                elif self._trigger is None:
-                    self._trigger = _TransformersImport(self)
-                    sys.meta_path.insert(0, self._trigger)
+                self._attach_when_transformers_is_imported()
             if self.recorder is not None:
                 self.recorder.begin(plan.allow, phase)
             if self.state is not None:
@@ -380,11 +384,7 @@ class TokenguardSession:
             return (yield)
         self.collecting = collector
         if self.state is None:
-            if "transformers" in sys.modules:
-                self.attach()
-            elif self._trigger is None:
-                self._trigger = _TransformersImport(self)
-                sys.meta_path.insert(0, self._trigger)
+            self._attach_when_transformers_is_imported()
         if self.recorder is not None:
             self.recorder.begin({}, "collection")
         try:

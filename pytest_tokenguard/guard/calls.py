@@ -304,20 +304,10 @@ def _wrap(owner: Any, name: str, check: Check) -> None:
 
 
 def _record_static(target: Recorder, options: Options, layout: TokenLayout, where: str) -> None:
-    from pytest_tokenguard.static.checks import STATIC_CODES, check_layout
+    from pytest_tokenguard.guard.batches import record
+    from pytest_tokenguard.static.checks import check_layout
 
-    for finding in check_layout(layout).failing(strict=options.strict):
-        target.add(
-            finding.code,
-            STATIC_CODES[finding.code].title,
-            f"{finding.message} [at {where}]",
-            "pytest_tokenguard.calls",
-            "check",
-            finding.severity.upper(),
-            finding.hint,
-            {"field": finding.field, "values": finding.values, "severity": finding.severity, "at": where},
-            "fault" if finding.severity == "error" else "notice",  # warnings reach here only under strict
-        )
+    record(target, options, check_layout(layout), where)
 
 
 def _check_train(target: Recorder, options: Options, trainer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

@@ -38,7 +38,8 @@ def _ids(obj: Any) -> dict[str, Any]:
     return {name: getattr(obj, f"{name}_token_id", None) for name in FIELDS}
 
 
-def _embedding_rows(model: Any) -> Any:
+def embedding_rows(model: Any) -> Any:
+    """Rows of the model's input embedding matrix (``get_input_embeddings()``), or None when it has none."""
     getter = getattr(model, "get_input_embeddings", None)
     if not callable(getter):
         return None
@@ -123,7 +124,7 @@ def layout_from_objects(model_or_config: Any, tokenizer: Any = None, generation_
         model=_ids(config),
         generation=_ids(generation_config) if generation_config is not None else None,
         tokenizer=_ids(tokenizer) if tokenizer is not None else None,
-        embedding_rows=_embedding_rows(model) if is_model else None,
+        embedding_rows=embedding_rows(model) if is_model else None,
         vocab_size=getattr(config, "vocab_size", None),
         encoder_decoder=getattr(model.config if is_model else model, "is_encoder_decoder", False) is True,
     )

@@ -27,6 +27,7 @@ from pytest_tokenguard.static.checks import STATIC_CODES, Report, StaticCode, St
 from pytest_tokenguard.static.layout import TokenLayout, is_id, valid_ids
 from pytest_tokenguard.static.objects import (
     base_model,
+    embedding_rows,
     layout_from_objects,
     text_config,
     tokenizer_end_of_turn,
@@ -130,17 +131,7 @@ def _id(value: Any) -> int | None:
 
 
 def _embedding_rows(model: Any) -> int | None:
-    getter = getattr(model, "get_input_embeddings", None)
-    if not callable(getter):
-        return None
-    try:
-        embeddings = getter()
-    except (NotImplementedError, AttributeError):
-        return None
-    rows = getattr(embeddings, "num_embeddings", None)
-    if rows is None and hasattr(embeddings, "weight"):
-        rows = int(embeddings.weight.shape[0])
-    return _positive(rows)
+    return _positive(embedding_rows(model))
 
 
 def _positive(value: Any) -> int | None:

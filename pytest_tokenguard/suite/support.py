@@ -151,8 +151,12 @@ def train(model: Any, tokenizer: Any, output_dir: Path, steps: int = 2) -> Any:
 
 @dataclass(frozen=True)
 class EosLabels:
+    """Real eos positions of the collated training batch whose label was kept / masked, and the batch itself
+    (``input_ids``, ``attention_mask``, ``labels``: batch x sequence tensors)."""
+
     kept: int
     masked: int
+    batch: Any = None
 
 
 def eos_labels(tokenizer: Any, eos_ids: list[int]) -> EosLabels:
@@ -168,7 +172,7 @@ def eos_labels(tokenizer: Any, eos_ids: list[int]) -> EosLabels:
         at_eos = (batch["input_ids"] == eos) & real
         masked += int((at_eos & (batch["labels"] == -100)).sum())
         kept += int((at_eos & (batch["labels"] == eos)).sum())
-    return EosLabels(kept, masked)
+    return EosLabels(kept, masked, batch)
 
 
 def align_with_own_pad(model: Any, tokenizer: Any) -> bool:
