@@ -120,6 +120,40 @@ def residual_updates(aligned: support.Subject, tokenguard: Any) -> dict[str, Any
     return residual
 
 
+def test_sft_trainer(subject: support.Subject, tokenguard: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """6. trl's ``SFTTrainer`` (when trl is installed), 1 step on the chat-formatted training texts: the layout as
+    fixed (aligned, a pad of its own where pad = eos is the only stop) gives no TG102 and no TG101 but the known
+    residuals; your checkpoint as shipped: any finding fails this step."""
+    pytest.importorskip("trl", reason="trl is not installed (the test extra: pip install 'pytest-tokenguard[test]')")
+    datasets = pytest.importorskip("datasets", reason="datasets is not installed (trl's SFTTrainer needs it)")
+    import huggingface_hub.constants
+    from trl.trainer.sft_config import SFTConfig
+    from trl.trainer.sft_trainer import SFTTrainer
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_TELEMETRY", True)  # no usage report to the hub
+    model, tokenizer = subject.model, subject.tokenizer
+    support.usual_setup(tokenizer)
+    residual: dict[str, Any] = {}
+    if not subject.is_user_checkpoint:
+        support.align_with_own_pad(model, tokenizer)
+        residual = residual_updates(subject, tokenguard)
+    dataset = datasets.Dataset.from_list([{"text": text} for text in support.training_texts(tokenizer)])
+    args = SFTConfig(
+        output_dir=str(tmp_path),
+        max_steps=1,
+        per_device_train_batch_size=2,
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        save_strategy="no",
+        logging_steps=1,
+        max_length=64,
+    )
+    with expecting_trainer_updates(tokenguard, residual):
+        SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer).train()
+    assert "TG102" not in {f.code for f in tokenguard.records}
+
+
 def test_labels_keep_eos(subject: support.Subject, tokenguard: Any, request: pytest.FixtureRequest) -> None:
     """3. DataCollatorForLanguageModeling masks pad in the labels: where pad is an eos id, EOS goes too."""
     model, tokenizer = subject.model, subject.tokenizer
