@@ -25,6 +25,7 @@ from pytest_tokenguard.static.layout import FIELDS, is_id, valid_ids
 from pytest_tokenguard.static.objects import layout_from_objects
 from pytest_tokenguard.suite import zoo
 from pytest_tokenguard.suite.strategies import build_layout, special_token_layouts
+from pytest_tokenguard.suite.support import APP_SAMPLING
 
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 TRAINER_ALIGNS = hasattr(transformers.trainer_utils, "align_special_tokens") or hasattr(Trainer, "_align_special_tokens")
@@ -136,16 +137,7 @@ def test_after_align_a_real_trainer_logs_nothing(tmp_path: Any) -> None:
 
 def test_generation_config_for_the_character_chat_app() -> None:
     model, tokenizer = zoo.build("qwen3-0.6b-base")
-    sampling = dict(
-        max_new_tokens=50,
-        min_new_tokens=5,
-        temperature=0.8,
-        top_p=0.9,
-        top_k=50,
-        do_sample=True,
-        repetition_penalty=1.05,
-        num_beams=1,
-    )
+    sampling = APP_SAMPLING  # the character-chat app's sampling
     app = GenerationConfig(
         **sampling,
         bos_token_id=model.config.bos_token_id,

@@ -272,11 +272,6 @@ def _uninstall() -> None:
     _trl.reset()
 
 
-def installed_wrappers() -> list[str]:
-    """Which of ``"generate"``, ``"train"`` are wrapped right now (for tests and diagnostics)."""
-    return sorted(_installation.done)
-
-
 def synthesizing() -> bool:
     """Whether the session running the current test synthesizes TG101 at ``Trainer.train()``."""
     state = routing.current

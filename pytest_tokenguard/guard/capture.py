@@ -288,11 +288,6 @@ def _swap_existing() -> None:
             _swap(logger)
 
 
-def attached() -> bool:
-    """Whether the logger classes and the logger factory are installed right now."""
-    return _attachment is not None
-
-
 def _patch_warn() -> None:
     # Only once transformers is loaded: a run that never imports it keeps the plain warnings.warn.
     assert _attachment is not None

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any
 
 from pytest_tokenguard.guard.findings import RuntimeFinding
 from pytest_tokenguard.output import SCHEMA_VERSION_KEY, clean_summary
 from pytest_tokenguard.suite.table import SuiteTable
+from pytest_tokenguard.versions import installed_text
 
 SCHEMA_VERSION = 1
 REPORT_ATTRIBUTE = "tokenguard"
@@ -22,13 +22,7 @@ def _s(count: int) -> str:
 
 def package_versions() -> dict[str, str | None]:
     """Installed versions, read from metadata so nothing heavy is imported."""
-    versions: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    return {name: installed_text(name) for name in PACKAGES}
 
 
 @dataclass

@@ -45,7 +45,6 @@ _TRAILER = 3
 
 #: the TG3xx codes (defined with every other static code in ``checks.STATIC_CODES``)
 SEQUENCE_CODES: dict[str, StaticCode] = {code: c for code, c in STATIC_CODES.items() if code.startswith("TG3")}
-SEQUENCE_CODE_SET = frozenset(SEQUENCE_CODES)
 
 
 def _finding(code: str, severity: str, offenders: _Offenders, message: str, hint: str | None = None) -> StaticFinding:
