@@ -51,6 +51,19 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
         default=None,
         help="check the objects at every Trainer.train() and generate() call (ini: tokenguard_calls)",
     )
+    group.addoption(
+        "--tokenguard-children",
+        choices=("yes", "no"),
+        default=None,
+        help="guard the Python processes a guarded test starts (subprocess, multiprocessing, DataLoader workers, "
+        "torchrun, accelerate launch); default yes (ini: tokenguard_children)",
+    )
+    group.addoption(
+        "--tokenguard-spool",
+        metavar="DIR",
+        help="where child processes leave their findings (default: under pytest's temporary directory); "
+        "for several nodes, a directory every node can write (ini: tokenguard_spool)",
+    )
     from pytest_tokenguard.suite import plugin as suite_plugin
 
     suite_plugin.add_options(group)
@@ -69,6 +82,8 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     parser.addini("tokenguard_allow", type="linelist", default=[], help="codes allowed in every test")
     parser.addini("tokenguard_strict", type="bool", default=False, help="warning-severity TG2xx findings fail too")
     parser.addini("tokenguard_calls", type="bool", default=False, help="check objects at Trainer.train() and generate()")
+    parser.addini("tokenguard_children", default="yes", help="guard child processes of guarded tests: yes or no")
+    parser.addini("tokenguard_spool", default="", help="spool directory for child processes' findings")
     parser.addini(
         "tokenguard_synthesize",
         default="auto",

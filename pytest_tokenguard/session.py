@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from _pytest._code.code import ReprExceptionInfo, ReprFileLocation, ReprTracebac
 from _pytest.nodes import Node
 
 if TYPE_CHECKING:
+    from pytest_tokenguard.children.parent import ChildGuard
     from pytest_tokenguard.guard.baseline import BaselineSession
     from pytest_tokenguard.guard.findings import RuntimeFinding, TestRecorder
     from pytest_tokenguard.guard.fixture import TokenGuard
@@ -38,6 +40,10 @@ ALLOW_MARKER = "tokenguard_allow"
 REPORT_ATTRIBUTE = "tokenguard"
 #: the key of an xdist worker's output that carries a usage error to the controller
 WORKER_USAGE_ERROR = "tokenguard_usage_error"
+#: the key of an xdist worker's output that carries child findings drained after their test ended
+WORKER_LATE_RESULTS = "tokenguard_late_results"
+#: what ``--tokenguard-children`` / ini ``tokenguard_children`` accept
+CHILDREN_VALUES = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
 
 
 class TokenguardStaleAllowWarning(pytest.PytestWarning):
@@ -133,7 +139,14 @@ class _ControllerReports:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        message = getattr(node, "workeroutput", {}).get(WORKER_USAGE_ERROR)
+        output = getattr(node, "workeroutput", {})
+        late = output.get(WORKER_LATE_RESULTS)
+        if late:
+            from pytest_tokenguard.guard.reporting import TestResult
+
+            for nodeid, (location, data) in late.items():
+                self.session._merge_late(TestResult.from_report_data(nodeid, (location[0], location[1]), data))
+        message = output.get(WORKER_USAGE_ERROR)
         if message:  # what the run says without xdist: the same message, exit status 4
             self.session.usage_error = True
             raise pytest.UsageError(message)
@@ -173,6 +186,19 @@ class TokenguardSession:
         self.strict = _flag(config, "tokenguard_strict")
         self.calls = _flag(config, "tokenguard_calls")
         self.baseline = self._load_baseline(config)
+        self.children_on = self._children_option(config)
+        spool_base = config.getoption("tokenguard_spool") or config.getini("tokenguard_spool")
+        self.spool_base = Path(spool_base) if spool_base else None
+        #: the child-process guard, started at the first guarded test (None: off, not yet, or failed)
+        self.children: ChildGuard | None = None
+        self._children_started = False
+        #: why child processes are not guarded although asked for (the summary says it)
+        self.children_problem: str | None = None
+        #: spool records of tests that had ended when they were drained
+        self.late: list[dict[str, Any]] = []
+        #: node id -> (allow, location) of the tests that ran while children were guarded (for late records)
+        self._ended: dict[str, tuple[dict[str, str], tuple[str, int | None]]] = {}
+        self.late_failing = 0
         self.is_worker = hasattr(config, "workerinput")
         # xdist's controller runs no test: its results arrive as reports from the workers
         self.is_controller = not self.is_worker and getattr(config.option, "dist", "no") != "no"
@@ -194,6 +220,17 @@ class TokenguardSession:
         self.recorder: TestRecorder | None = None
         self.state: GuardState | None = None
         self._follow_logger_class: Callable[[], None] = _nothing
+
+    @staticmethod
+    def _children_option(config: pytest.Config) -> bool:
+        value = config.getoption("tokenguard_children")
+        where = "--tokenguard-children"
+        if value is None:
+            value, where = str(config.getini("tokenguard_children")), "ini tokenguard_children"
+        choice = CHILDREN_VALUES.get(str(value).strip().lower())
+        if choice is None:
+            raise pytest.UsageError(f"tokenguard: {where} must be yes or no, not {value!r}")
+        return choice
 
     @staticmethod
     def _load_baseline(config: pytest.Config) -> BaselineSession | None:
@@ -330,12 +367,57 @@ class TokenguardSession:
             from pytest_tokenguard.guard.findings import TestRecorder
 
             self.recorder = TestRecorder(strict=self.strict)
+            if self.children is not None:
+                self.recorder.pull = self._pull_children
             self.recorder.end()
             if self.current is not None:
                 self.recorder.begin(self.current.stash[_PLAN].allow, self.phase)
             elif self.collecting is not None:
                 self.recorder.begin({}, "collection")
         return self.recorder
+
+    def _start_children(self) -> None:
+        """At the first guarded test or module: the spool, the ``.pth`` file and the variables (once)."""
+        self._children_started = True
+        if not self.children_on or self.is_controller:
+            return
+        from pytest_tokenguard.children import parent, spool
+
+        base = self.spool_base
+        if base is None:
+            factory = getattr(self.config, "_tmp_path_factory", None)  # None under -p no:tmpdir
+            base = factory.getbasetemp() if factory is not None else Path(tempfile.gettempdir())
+        guard = parent.ChildGuard(base, spool.SessionInfo(os.getpid(), spool.host(), self.synthesize, self.calls, self.strict))
+        try:
+            guard.start()
+        except OSError as exc:
+            self.children_problem = (
+                f"child processes are not guarded: {exc} (--tokenguard-spool sets a writable spool directory; "
+                "--tokenguard-children=no turns the child guard off)"
+            )
+            return
+        self.children = guard
+
+    def _drain_children(self, nodeid: str) -> None:
+        """Findings children left: those of ``nodeid`` (running) go to its recorder, the rest are late."""
+        assert self.children is not None
+        records = self.children.drain()
+        if not records:
+            return
+        from pytest_tokenguard.children.parent import add_record
+
+        recorder = None
+        for record in records:
+            if record.get("test") == nodeid:
+                recorder = recorder or self._ensure_recorder()
+                add_record(recorder, record)
+            else:
+                self.late.append(record)
+
+    def _pull_children(self) -> None:
+        """``tokenguard.expect`` / the fixture's reads: what children reported so far belongs to the block."""
+        if self.children is not None and self.current is not None:
+            self._drain_children(self.current.nodeid)
 
     def _attach_when_transformers_is_imported(self) -> None:
         """Attach now if transformers is loaded; else the moment ``import transformers`` starts."""
@@ -363,6 +445,10 @@ class TokenguardSession:
         plan = stash[_PLAN] if _PLAN in stash else None
         if plan is not None:  # setup, or a later phase whose setup hook never ran
             self.current = item
+            if not self._children_started:
+                self._start_children()
+            if self.children is not None:
+                self.children.running(item.nodeid, phase)
             if self.state is None:
                 self._attach_when_transformers_is_imported()
             if self.recorder is not None:
@@ -383,6 +469,10 @@ class TokenguardSession:
         if not (self.enabled and isinstance(collector, pytest.Module)):
             return (yield)
         self.collecting = collector
+        if not self._children_started:
+            self._start_children()
+        if self.children is not None:
+            self.children.running(collector.nodeid, "collection")
         if self.state is None:
             self._attach_when_transformers_is_imported()
         if self.recorder is not None:
@@ -390,6 +480,9 @@ class TokenguardSession:
         try:
             report = yield
         finally:
+            if self.children is not None:
+                self._drain_children(collector.nodeid)
+                self.children.idle()
             self.collecting = None
         recorder = self.recorder
         if recorder is not None and recorder.active:
@@ -463,6 +556,8 @@ class TokenguardSession:
 
     def _report(self, item: pytest.Item, when: str, report: pytest.TestReport) -> None:
         """Turn the phase's findings into the verdict on ``report``; at teardown close the test."""
+        if self.children is not None:
+            self._drain_children(item.nodeid)
         recorder = self.recorder
         if recorder is not None:
             if when == "call" and self.baseline is not None and item.stash[_PLAN].fixture:
@@ -477,6 +572,8 @@ class TokenguardSession:
             self.phase = "call" if when == "setup" and report.passed else "teardown"
             if recorder is not None:
                 recorder.phase = self.phase
+            if self.children is not None:
+                self.children.running(item.nodeid, self.phase)
         if report.user_properties and not self.is_worker:  # in-process; the controller sees worker reports
             self._suite_table(report, getattr(report, REPORT_ATTRIBUTE, None))
 
@@ -509,6 +606,9 @@ class TokenguardSession:
 
     def _finish_test(self, item: pytest.Item, plan: _Plan, report: pytest.TestReport) -> None:
         self.current = None
+        if self.children is not None:
+            self.children.idle()
+            self._ended[item.nodeid] = (plan.allow, (report.location[0], report.location[1]))
         recorder = self.recorder
         stash = item.stash
         observed = stash[_OBSERVED] if _OBSERVED in stash else None  # no Stash.get: it raises on a miss
@@ -577,10 +677,56 @@ class TokenguardSession:
 
     # --- end of the run -------------------------------------------------------------------------------------
 
+    def _finish_children(self) -> None:
+        """End of the run: drain the spool one last time, remove it and the ``.pth`` file; what arrived after
+        its test ended is judged with that test's allow entries and added to its result."""
+        children, self.children = self.children, None
+        if children is None:
+            return
+        self.late.extend(children.stop())
+        if not self.late:
+            return
+        from pytest_tokenguard.children.parent import add_record
+        from pytest_tokenguard.guard.findings import TestRecorder
+        from pytest_tokenguard.guard.reporting import TestResult
+
+        by_test: dict[str, list[dict[str, Any]]] = {}
+        for record in self.late:
+            by_test.setdefault(str(record.get("test") or "(no test running)"), []).append(record)
+        self.late = []
+        late: dict[str, TestResult] = {}
+        for nodeid, records in by_test.items():
+            allow, location = self._ended.get(nodeid, (self.global_allow, (nodeid.split("::")[0], None)))
+            recorder = TestRecorder(allow, strict=self.strict)
+            for record in records:
+                recorder.phase = str(record.get("phase") or "teardown")
+                add_record(recorder, record, after_test=True)
+            late[nodeid] = TestResult(nodeid, location, recorder.findings, [], sorted(recorder.matched_allows))
+        if self.is_worker:  # the controller merges them (pytest_testnodedown)
+            output = {nodeid: (list(result.location), result.to_report_data()) for nodeid, result in late.items()}
+            self.config.workeroutput[WORKER_LATE_RESULTS] = output  # type: ignore[attr-defined]
+        else:
+            for result in late.values():
+                self._merge_late(result)
+
+    def _merge_late(self, result: Any) -> None:
+        """Add findings reported after their test ended to that test's result (the summary lists them)."""
+        self.any_guarded = True
+        self.late_failing += sum(1 for finding in result.findings if finding.failing)
+        existing = self.results.tests.get(result.nodeid)
+        if existing is None:
+            self.results.add(result)
+        else:
+            existing.findings.extend(result.findings)
+            existing.matched_allows = sorted(set(existing.matched_allows) | set(result.matched_allows))
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self._finish_children()
         if self.is_worker:
             return
+        if self.late_failing and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if self._results is None and not (self.global_allow or self.report_path or self.baseline):
             return  # every guarded test was clean and nothing is written: the summary needs only the count
         if session.exitstatus == pytest.ExitCode.USAGE_ERROR:
@@ -640,6 +786,13 @@ class TokenguardSession:
             terminalreporter.write_line(line)
         for line in self.stale_errors:
             terminalreporter.write_line(f"tokenguard: ERROR stale allow entry (warnings are errors): {line}")
+        if self.late_failing:
+            terminalreporter.write_line(
+                f"tokenguard: {self.late_failing} failing finding{'s' if self.late_failing != 1 else ''} "
+                "reported by child processes after their test ended (listed above with their test)"
+            )
+        if self.children_problem is not None:
+            terminalreporter.write_line(f"tokenguard: WARNING {self.children_problem}")
         if self.report_path is not None:
             terminalreporter.write_line(f"tokenguard: JSON report written to {self.report_path}")
         if os.environ.get("GITHUB_ACTIONS") == "true":
@@ -647,7 +800,11 @@ class TokenguardSession:
                 terminalreporter.write_line(line)
 
     def close(self) -> None:
-        """End of the session: release the capture and call wrappers this session attached."""
+        """End of the session: release the capture and call wrappers this session attached, and the child
+        guard if the session ended before its finish (a usage error)."""
+        if self.children is not None:
+            self.children.stop()
+            self.children = None
         self._remove_trigger()
         if self.state is not None:
             from pytest_tokenguard.guard import routing

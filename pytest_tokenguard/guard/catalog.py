@@ -86,6 +86,17 @@ ENTRIES: tuple[Entry, ...] = (
         "align the model config and generation config with the tokenizer before building the trl trainer",
     ),
     _entry(
+        # no transformers message either: the session records it when a child process's hook failed
+        # (pytest_tokenguard.children); the child ran on unguarded
+        "TG109",
+        "a child process could not be guarded",
+        r"tokenguard could not guard child process (?P<pid>\d+): (?P<error>.*)",
+        "log",
+        "4.40.0",
+        None,
+        "read the error: the child ran unguarded; fix its environment or turn the child guard off with --tokenguard-children=no",
+    ),
+    _entry(
         "TG110",
         "pad_token_id defaulted to eos_token_id for generation",
         r"Setting `pad_token_id` to `eos_token_id`:(?P<eos>.+?) for open-end generation\.",
@@ -434,6 +445,7 @@ SEVERITIES: dict[str, tuple[Severity, str]] = {
         "trl copied the tokenizer's ids onto the configs while building the trainer, silently: "
         "the model passed in disagreed with its tokenizer, and no TG101 follows at train()",
     ),
+    "TG109": ("fault", "a child process ran unguarded: what it did to special tokens is unknown"),
     "TG110": ("fault", "generation pads with eos: batched rows stop or pad wrongly, and the generation config lacks pad"),
     "TG111": ("fault", "without a mask and pad id, padded positions are attended to: outputs depend on padding"),
     "TG112": ("fault", "pad equals eos, so real eos tokens are masked as padding"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -15,6 +15,10 @@ from pytest_tokenguard.guard.catalog import severity as code_severity
 #: codes whose finding carries the ids a trainer rewrote (``details["updated_tokens"]``): the Trainer's own
 #: alignment (TG101) and a trl trainer's silent copy (TG102)
 UPDATED_TOKENS_CODES = frozenset({"TG101", "TG102"})
+#: ``details`` key of a child process's finding: the processes (pid, host, rank, ...) it was seen in
+PROCESSES = "processes"
+#: ``details`` key of a child process's finding drained after its test had ended
+AFTER_TEST = "after_test_ended"
 
 
 @dataclass
@@ -61,6 +65,19 @@ class RuntimeFinding:
         fields = {k: v for k, v in data.items() if k != "allowed"}
         return cls(**fields)
 
+    def processes(self) -> str | None:
+        """Where a child process's finding was seen: ``"ranks 0, 1 (pids 41, 42)"``, ``"child pid 41"``;
+        None for a finding of the test's own process."""
+        processes = self.details.get(PROCESSES)
+        if not processes:
+            return None
+        pids = ", ".join(str(p.get("pid")) for p in processes)
+        ranks = sorted({p["rank"] for p in processes if p.get("rank") is not None})
+        plural = "s" if len(processes) > 1 else ""
+        if ranks:
+            return f"rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))} (pid{plural} {pids})"
+        return f"child pid{plural} {pids}"
+
     def fix_lines(self) -> list[str]:
         if self.code in UPDATED_TOKENS_CODES and self.details.get("updated_tokens"):
             return [self.fix + ":", *trainer_fix_lines(self.details["updated_tokens"])]
@@ -92,11 +109,13 @@ class TestRecorder:
         self.active = True
         self.findings: list[RuntimeFinding] = []
         self.matched_allows: set[str] = set()
-        self._index: dict[tuple[str, str, str, str, bool], RuntimeFinding] = {}
+        self._index: dict[tuple[str, str, str, str, bool, bool], RuntimeFinding] = {}
         self._scopes: list[_ExpectScope] = []
         self._lock = threading.Lock()
         #: what the test recorded with tokenguard.observe()/snapshot()/check(), for baselines
         self.observations: dict[str, Any] = {}
+        #: brings in what arrived elsewhere (child processes' spool) before the findings are read mid-test
+        self.pull: Callable[[], None] | None = None
 
     def begin(self, allow: Mapping[str, str], phase: str = "setup") -> None:
         """Start recording a new test (forgets the previous test's findings and observations).
@@ -154,9 +173,12 @@ class TestRecorder:
         fix: str,
         details: dict[str, Any] | None = None,
         severity: str | None = None,
+        origin: dict[str, Any] | None = None,
     ) -> None:
         """Record one finding (identical ones in the same phase are counted, not repeated). ``severity``
-        defaults to the catalog's for ``code``."""
+        defaults to the catalog's for ``code``. ``origin`` (``spool.origin()``: pid, host, rank, local rank,
+        and the phase it started in): a child process's finding; identical ones from several processes
+        (ranks) are one finding listing them in ``details["processes"]``."""
         if not self.active:
             return
         with self._lock:
@@ -165,10 +187,14 @@ class TestRecorder:
                 if code in scope.codes:
                     scope.seen.add(code)
                     expected = True
-            key = (code, message, logger, self.phase, expected)
+            key = (code, message, logger, self.phase, expected, origin is not None)
             existing = self._index.get(key)
             if existing is not None:
                 existing.count += 1
+                if origin is not None:
+                    processes = existing.details.setdefault(PROCESSES, [])
+                    if origin not in processes:
+                        processes.append(origin)
                 return
             allowed_by = self.allow.get(code)
             if allowed_by is not None:
@@ -182,7 +208,7 @@ class TestRecorder:
                 channel=channel,
                 level=level,
                 fix=fix,
-                details=dict(details or {}),
+                details=dict(details or {}, **({PROCESSES: [origin]} if origin is not None else {})),
                 allowed_by=allowed_by,
                 expected=expected,
                 severity=severity or code_severity(code),
@@ -199,6 +225,11 @@ class TestRecorder:
                 self.matched_allows.add(label)
             return label is not None
 
+    def sync(self) -> None:
+        """Bring in findings that arrived elsewhere (child processes) so far."""
+        if self.pull is not None:
+            self.pull()
+
     @contextmanager
     def expecting(self, codes: Iterable[str]) -> Iterator[_ExpectScope]:
         scope = _ExpectScope(frozenset(codes))
@@ -207,6 +238,7 @@ class TestRecorder:
         try:
             yield scope
         finally:
+            self.sync()  # children of the block report to the block
             with self._lock:
                 self._scopes.remove(scope)
 
@@ -236,6 +268,9 @@ def headline(findings: list[RuntimeFinding]) -> str:
     updated = first.details.get("updated_tokens") if first.code in UPDATED_TOKENS_CODES else None
     if updated:
         text += " (" + ", ".join(f"{name} {value}" for name, value in updated.items()) + ")"
+    where = first.processes()
+    if where is not None:
+        text += f" in {where.split(' (')[0]}"
     return text + suffix
 
 
@@ -254,6 +289,12 @@ def format_findings(findings: list[RuntimeFinding]) -> str:
                 "tokens in Trainer.train(); this is what transformers >= 5.18 would do"
             )
         lines.append(f"  phase:   {f.phase}, seen {f.count} time{'s' if f.count != 1 else ''}")
+        where = f.processes()
+        if where is not None:
+            started = sorted({str(p.get("phase") or "?") for p in f.details[PROCESSES]})
+            lines.append(f"  process: {where}, started in the test's {', '.join(started)}")
+        if f.details.get(AFTER_TEST):
+            lines.append("  note:    reported by a child process after the test ended")
         if f.code in UPDATED_TOKENS_CODES and "updated_tokens" in f.details:
             lines.append(f"  updated tokens: {f.details['updated_tokens']}")
         fix = f.fix_lines()

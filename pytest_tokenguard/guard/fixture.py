@@ -32,13 +32,14 @@ class TokenGuard:
     @property
     def records(self) -> list[RuntimeFinding]:
         """:class:`RuntimeFinding` objects of this test so far, in the order first seen (allowed and expected
-        ones included, flagged by ``allowed_by`` / ``expected``)."""
+        ones included, flagged by ``allowed_by`` / ``expected``); child processes' findings included."""
+        self._recorder.sync()
         return list(self._recorder.findings)
 
     @property
     def codes(self) -> list[str]:
         """The codes of :attr:`records`, in the same order (a code seen in several phases appears once per phase)."""
-        return [f.code for f in self._recorder.findings]
+        return [f.code for f in self.records]
 
     @contextmanager
     def expect(self, *codes: str) -> Iterator[None]:
@@ -66,6 +67,7 @@ class TokenGuard:
 
     def assert_clean(self) -> None:
         """Fail now if this test has findings that are neither allowed nor expected."""
+        self._recorder.sync()
         failing = self._recorder.failing()
         if failing:
             raise TokenGuardFailure(format_findings(failing))

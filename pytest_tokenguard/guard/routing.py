@@ -35,6 +35,8 @@ class GuardState:
 _live: list[GuardState] = []
 #: the innermost live state with a running test (None: nothing receives); read on every wrapped call
 current: GuardState | None = None
+#: in a process forked from a guarded one: the recorder that receives instead of any session's (the spool)
+_redirect: TestRecorder | None = None
 
 
 def enter(state: GuardState) -> None:
@@ -68,7 +70,18 @@ def leave(state: GuardState) -> None:
 
 def receive(state: GuardState, recorder: TestRecorder | None) -> None:
     """``recorder`` (None: no test running) now receives what happens in ``state``'s session."""
-    state.recorder = recorder
+    state.recorder = _redirect if _redirect is not None and recorder is not None else recorder
+    _refresh()
+
+
+def redirect(recorder: TestRecorder) -> None:
+    """From now on ``recorder`` receives whatever any session's test would have (a forked child: the
+    recorders in its memory belong to the parent, whose verdicts it never reaches)."""
+    global _redirect
+    _redirect = recorder
+    for state in _live:
+        if state.recorder is not None:
+            state.recorder = recorder
     _refresh()
 
 

@@ -1,0 +1,159 @@
+"""The spool: a directory where guarded child processes leave their findings for the pytest session.
+
+Both sides agree on three things only:
+
+* ``PYTEST_TOKENGUARD_SPOOL`` (the spool directory of the live session; its presence is what turns the
+  child hook on) and ``PYTEST_TOKENGUARD_TEST`` (``"<phase> <node id>"`` of the test phase now running,
+  updated by the session at each phase, inherited by whatever that phase starts);
+* ``session.json`` in the spool: who the session is (host, pid: a child of a killed session finds no live
+  parent and does nothing) and the options the children apply (``--tokenguard-calls``, strict, synthesis);
+* one ``<time_ns>-<pid>-<n>.json`` file per finding, written to a temporary name and renamed, so the
+  session never reads half a record. The session drains (reads and removes) them at the end of each phase.
+
+Nothing here imports transformers, pytest or the rest of the guard: the child side loads it at start-up.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+SPOOL_ENV = "PYTEST_TOKENGUARD_SPOOL"
+TEST_ENV = "PYTEST_TOKENGUARD_TEST"
+SESSION_FILE = "session.json"
+#: what a session file larger than this is (not ours): refused before reading
+_MAX_SESSION_BYTES = 64 * 1024
+
+_sequence = itertools.count()
+
+
+def host() -> str:
+    """This machine's name (``os.uname().nodename``; no socket import in every child)."""
+    uname = getattr(os, "uname", None)
+    if uname is not None:
+        return str(uname().nodename)
+    import socket  # Windows
+
+    return socket.gethostname()
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """``session.json``: the pytest session that owns a spool, and the options its children apply."""
+
+    pid: int
+    host: str
+    synthesize: str = "never"
+    calls: bool = False
+    strict: bool = False
+
+    def alive(self) -> bool:
+        """Whether the owning session still runs. On its own host: its pid exists. On another host (a remote
+        node writing to a shared spool) the pid means nothing there: the session file existing is the sign
+        (the session removes its spool when it ends)."""
+        if self.host != host():
+            return True
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # exists, owned by someone else
+            return True
+        except OSError:
+            return False
+        return True
+
+
+def write_session(spool: str, info: SessionInfo) -> None:
+    _write_atomic(spool, SESSION_FILE, asdict(info))
+
+
+def read_session(spool: str) -> SessionInfo | None:
+    """The session file of ``spool``; None when there is none (the session ended or never was)."""
+    path = os.path.join(spool, SESSION_FILE)
+    try:
+        if os.path.getsize(path) > _MAX_SESSION_BYTES:
+            raise ValueError(f"{path} is larger than {_MAX_SESSION_BYTES} bytes: not a tokenguard session file")
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        return None
+    return SessionInfo(
+        pid=int(data["pid"]),
+        host=str(data["host"]),
+        synthesize=str(data.get("synthesize", "never")),
+        calls=bool(data.get("calls", False)),
+        strict=bool(data.get("strict", False)),
+    )
+
+
+def running_test() -> tuple[str, str]:
+    """``(node id, phase)`` of the test phase this process was started (or forked) in; ``("", "")`` if none."""
+    phase, _, nodeid = os.environ.get(TEST_ENV, "").partition(" ")
+    return nodeid, phase
+
+
+def origin() -> dict[str, Any]:
+    """Where a finding comes from: this process's pid and host, and under torch.distributed its ``RANK`` and
+    ``LOCAL_RANK`` (as ``torchrun`` / ``accelerate launch`` set them), None outside."""
+    return {"pid": os.getpid(), "host": host(), "rank": _int_env("RANK"), "local_rank": _int_env("LOCAL_RANK")}
+
+
+def _int_env(name: str) -> int | None:
+    value = os.environ.get(name)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def write_record(spool: str, record: dict[str, Any]) -> bool:
+    """Leave one record (a finding or a hook error) for the session. Returns False when the spool is gone
+    or unwritable (the session ended): never raises, a child must not break on it."""
+    name = f"{time.time_ns():020d}-{os.getpid()}-{next(_sequence)}.json"
+    try:
+        _write_atomic(spool, name, record)
+    except (OSError, TypeError, ValueError):
+        return False
+    return True
+
+
+def _write_atomic(spool: str, name: str, data: Any) -> None:
+    temporary = os.path.join(spool, f".{name}.tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, default=repr)
+    os.replace(temporary, os.path.join(spool, name))
+
+
+def drain(spool: str) -> Iterator[dict[str, Any]]:
+    """Read and remove the records in ``spool``, oldest first. A file that is not a readable record is
+    removed and yielded as ``{"error": ...}`` (the session reports it; nothing is lost silently)."""
+    try:
+        names = os.listdir(spool)
+    except FileNotFoundError:
+        return
+    if len(names) <= 1:  # only the session file: the usual case, one listdir per phase
+        return
+    for name in sorted(names):
+        if name == SESSION_FILE or not name.endswith(".json") or name.startswith("."):
+            continue
+        path = os.path.join(spool, name)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                record = json.load(handle)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as exc:
+            record = {"error": f"unreadable spool record {name}: {exc}", "origin": {}}
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+        yield record
