@@ -127,7 +127,9 @@ def after_fork() -> None:
     if not directory or _recorder is not None:
         return  # not guarding children; or already spooling (the pid is read per record)
     try:
-        if "pytest_tokenguard.guard.routing" in sys.modules:  # the guard is loaded: redirect it now
+        # the routing the session imported (``from pytest_tokenguard.guard import routing``: the package's attribute)
+        routing = getattr(sys.modules.get("pytest_tokenguard.guard"), "routing", None)
+        if routing is not None:  # the guard is loaded: redirect it now
             _attach(directory, None)
         else:  # at the child's ``import transformers``, before the session's own trigger attaches
             sys.meta_path.insert(0, _Trigger(directory, None))
