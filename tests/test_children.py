@@ -304,9 +304,7 @@ def test_allow_expect_report_and_junit(children: pytest.Pytester, tmp_path: Path
     report, junit = tmp_path / "report.json", tmp_path / "junit.xml"
     result = run(children, f"--tokenguard-report={report}", f"--junitxml={junit}")
     result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines(
-        ["tokenguard: 3 findings in 3 guarded tests (TG113 x3); 1 allowed, 1 expected, 1 failing test"]
-    )
+    result.stdout.fnmatch_lines(["tokenguard: 3 findings in 3 guarded tests (TG113 x3); 1 allowed, 1 expected, 1 failing test"])
     data = json.loads(report.read_text())
     failing = data["tests"]["test_verdicts.py::test_failing"]["findings"][0]
     (process,) = failing["details"]["processes"]
@@ -397,7 +395,9 @@ def test_identical_findings_of_several_ranks_are_one_finding_listing_the_ranks()
     recorder = TestRecorder({})
     for rank, pid in ((1, 41), (0, 40), (1, 41)):
         origin = {"pid": pid, "host": "node", "rank": rank, "local_rank": rank, "phase": "call"}
-        recorder.add("TG113", "right padding", TG113, "transformers.generation.utils", "log", "WARNING", "pad left", origin=origin)
+        recorder.add(
+            "TG113", "right padding", TG113, "transformers.generation.utils", "log", "WARNING", "pad left", origin=origin
+        )
     recorder.add("TG113", "right padding", TG113, "transformers.generation.utils", "log", "WARNING", "pad left")
     child, own = recorder.findings
     assert child.count == 3 and own.count == 1  # the test's own finding stays apart from the children's

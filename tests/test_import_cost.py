@@ -48,10 +48,15 @@ def test_a_run_that_never_imports_transformers_loads_no_guard(tmp_path: Path, ar
     assert run.returncode == 0, run.stdout + run.stderr
     assert "tokenguard: clean, 2 guarded tests" in run.stdout if args else "tokenguard: clean, 1 guarded test" in run.stdout
     loaded = json.loads((tmp_path / "modules.json").read_text())
-    # the plugin (loaded after the probe), the session object, the suite's fixtures plugin and, for the
-    # summary, the output helpers: no guard, no static checks, no transformers
+    # the plugin (loaded after the probe), the session object, the suite's fixtures plugin, for the summary the
+    # output helpers, and the child-process guard (both runs guard a test, which may start a Python process that
+    # imports transformers): no guard, no static checks, no transformers
     expected = [
         "pytest_tokenguard",
+        "pytest_tokenguard.children",
+        "pytest_tokenguard.children.hook",
+        "pytest_tokenguard.children.parent",
+        "pytest_tokenguard.children.spool",
         "pytest_tokenguard.output",
         "pytest_tokenguard.plugin",
         "pytest_tokenguard.session",

@@ -30,15 +30,32 @@ _recorder: Any = None
 def activate() -> None:
     """Guard this process if a live session's spool is named in the environment. Never raises."""
     directory = os.environ.get(spool.SPOOL_ENV)
-    if not directory or _recorder is not None:
-        return
     try:
-        info = spool.read_session(directory)
-        if info is None or not info.alive():
-            return  # a session that ended, or was killed, leaves nothing that activates
-        _start(directory, info)
+        # several sessions' .pth files in one site-packages each call this: the first one arms
+        if directory and _recorder is None and not _armed():
+            info = spool.read_session(directory)
+            if info is not None and info.alive():  # a session that ended, or was killed, leaves nothing active
+                _start(directory, info)
     except Exception as exc:  # reported to the session, never raised in the child
-        report_error(directory, exc)
+        report_error(directory or "", exc)
+    finally:
+        _forget_imports()
+
+
+def _armed() -> bool:
+    """A trigger is already waiting (this module may be a fresh copy: see :func:`_forget_imports`)."""
+    return any(type(finder).__name__ == "_Trigger" and type(finder).__module__ == __name__ for finder in sys.meta_path)
+
+
+def _forget_imports() -> None:
+    """Take the package's modules out of ``sys.modules`` again (this module's functions keep what they use).
+
+    At start-up nothing else has imported them; a child that is itself a pytest run would otherwise find
+    ``pytest_tokenguard`` already imported when it marks its plugins for assertion rewriting, and warn
+    (``PytestAssertRewriteWarning``, an error under ``-W error``). Imported later, it is imported afresh.
+    """
+    for name in [name for name in sys.modules if name == "pytest_tokenguard" or name.startswith("pytest_tokenguard.")]:
+        del sys.modules[name]
 
 
 def report_error(directory: str, exc: BaseException) -> None:
@@ -51,43 +68,47 @@ def report_error(directory: str, exc: BaseException) -> None:
 
 class _Trigger:
     """A ``sys.meta_path`` entry that guards the process when ``import transformers`` starts; finds nothing.
-    ``options`` None: only redirect (a forked child, where the session's own trigger attaches)."""
+    ``info`` None: only redirect (a forked child, where the session's own trigger attaches)."""
 
-    def __init__(self, directory: str, options: Any) -> None:
+    def __init__(self, directory: str, info: spool.SessionInfo | None) -> None:
         self.directory = directory
-        self.options = options
+        self.info = info
 
     def find_spec(self, name: str, path: Any, target: Any = None) -> None:
         if name == "transformers" or name.startswith("transformers."):
             if self in sys.meta_path:
                 sys.meta_path.remove(self)
             try:
-                _attach(self.directory, self.options)
+                _attach(self.directory, self.info)
             except Exception as exc:
                 report_error(self.directory, exc)
         return None
 
 
 def _start(directory: str, info: spool.SessionInfo) -> None:
-    from pytest_tokenguard.guard.calls import Options
-
-    options = Options(info.synthesize, info.calls, info.strict)
+    # Nothing of the guard is imported here: at start-up (site.py, .pth files in name order) later .pth files
+    # may not have put the guard's own dependencies on sys.path yet.
     if "transformers" in sys.modules:
-        _attach(directory, options)
+        _attach(directory, info)
     else:
-        sys.meta_path.insert(0, _Trigger(directory, options))
+        sys.meta_path.insert(0, _Trigger(directory, info))
 
 
-def _attach(directory: str, options: Any) -> None:
-    """Send everything this process's guard finds to the spool; with ``options``, attach the guard too."""
+def _attach(directory: str, info: spool.SessionInfo | None) -> None:
+    """A started child (``info``: the session's): attach the guard with the session's options, its findings to
+    the spool; a session of this process's own (a child that runs pytest) still judges its own tests. A forked
+    child (``info`` None): redirect the guard it inherited, and any that attaches later, to the spool."""
     from pytest_tokenguard.guard import routing
 
     recorder = _spool_recorder(directory)
-    routing.redirect(recorder)  # also what a session attaching later in this process (a fork) receives through
-    if options is not None:
-        state = routing.GuardState(options)
-        routing.enter(state)
-        routing.receive(state, recorder)
+    if info is None:
+        routing.redirect(recorder)
+        return
+    from pytest_tokenguard.guard.calls import Options
+
+    state = routing.GuardState(Options(info.synthesize, info.calls, info.strict))
+    routing.enter(state)
+    routing.receive(state, recorder)
 
 
 def _spool_recorder(directory: str) -> Any:

@@ -128,7 +128,6 @@ class ChildGuard:
             raise
         self.directory = directory
         self._previous = {name: os.environ.get(name) for name in (spool.SPOOL_ENV, spool.TEST_ENV)}
-        os.environ[spool.SPOOL_ENV] = directory
         if not _fork_hook_registered and hasattr(os, "register_at_fork"):
             from pytest_tokenguard.children import hook
 
@@ -137,11 +136,15 @@ class ChildGuard:
 
     def running(self, nodeid: str, phase: str) -> None:
         """What this session starts from now on belongs to ``phase`` of ``nodeid``."""
+        assert self.directory is not None
+        os.environ[spool.SPOOL_ENV] = self.directory
         os.environ[spool.TEST_ENV] = f"{phase} {nodeid}"
 
     def idle(self) -> None:
-        """No test of this session runs: children started now belong to whatever started this session."""
-        _restore(spool.TEST_ENV, self._previous.get(spool.TEST_ENV))
+        """No guarded test of this session runs: what starts now is not guarded by it (an unguarded test's
+        children, or, nested, whatever started this session guards them)."""
+        for name, value in self._previous.items():
+            _restore(name, value)
 
     def drain(self) -> list[dict[str, Any]]:
         """The records children left since the last drain (one ``listdir`` when there are none)."""
