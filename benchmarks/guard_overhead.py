@@ -20,6 +20,12 @@ Scenarios (``--only`` picks some, comma separated):
   third-party  ``--tokenguard`` vs ``-p no:tokenguard`` on more-itertools 10.8.0's
                own tests (its sdist, downloaded once into .bench/; never
                imports transformers)                                            goal <= 1.02x
+  children     ``--tokenguard`` vs ``--tokenguard --tokenguard-children=no``: one test
+               file whose 50 tests each start a short Python child
+               (``python -c "import json"``)                                     goal <= 1.10x
+  startup      ``python -c pass`` in a virtual environment holding the child
+               guard's ``.pth`` file (variable unset) vs an identical one
+               without it                                                       goal < 2 ms
   per-test     the 2,000 tests with ``--tokenguard`` under cProfile: time in the
                plugin's hooks that run for every test / 2,000 (the one-time
                part, imports excepted, shown apart; and, when ``guarded`` ran,
@@ -72,7 +78,8 @@ PYTEST = (sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", 
 GUARD_ON = ("--tokenguard",)
 GUARD_OFF = ("-p", "no:tokenguard")
 
-SCENARIOS = ("idle", "import", "guarded", "one-test", "third-party", "per-test")
+SCENARIOS = ("idle", "import", "guarded", "one-test", "third-party", "children", "startup", "per-test")
+CHILDREN = 50
 
 # Imports the plugin module after pytest in a fresh process and prints how long that import took.
 IMPORT_TIMER = "import time, pytest; t = time.perf_counter(); import pytest_tokenguard.plugin; print(time.perf_counter() - t)"
@@ -241,6 +248,31 @@ def third_party_suite() -> Path:
     return unpacked[0]
 
 
+def children_suite(directory: Path, children: int = CHILDREN) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    body = ["import subprocess, sys", ""]
+    for index in range(children):
+        body += [f"def test_child_{index}():", '    subprocess.run([sys.executable, "-c", "import json"], check=True)', ""]
+    (directory / "test_children.py").write_text("\n".join(body))
+    return directory
+
+
+def startup_venvs(work: Path) -> tuple[Path, Path]:
+    """Two identical virtual environments of this interpreter (no pip); the first holds the child guard's
+    ``.pth`` file, as a guarded session writes it."""
+    from pytest_tokenguard.children import parent
+
+    pythons = []
+    for name in ("with-pth", "without-pth"):
+        venv = work / name
+        if not venv.exists():
+            subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+        pythons.append(venv / "bin" / "python")
+    site = subprocess.check_output([str(pythons[0]), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], text=True)
+    (Path(site.strip()) / f"{parent.PTH_PREFIX}-benchmark.pth").write_text(parent.pth_text(str(ROOT)))
+    return pythons[0], pythons[1]
+
+
 def child_env(pythonpath: Path | None = None) -> dict[str, str]:
     # The user's PYTEST_ADDOPTS or a disabled plugin autoload would silently change what A and B mean.
     env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_DISABLE_PLUGIN_AUTOLOAD")}
@@ -277,6 +309,16 @@ def build_scenario(name: str, work: Path) -> Scenario:
     if name == "third-party":
         suite = third_party_suite()
         return guard_pair(name, suite / "tests", Goal("ratio", 1.02), child_env(pythonpath=suite))
+    if name == "children":
+        suite = children_suite(work / "children")
+        on = Command((*PYTEST, *GUARD_ON), suite, env, pytest=True)
+        off = Command((*PYTEST, *GUARD_ON, "--tokenguard-children=no"), suite, env, pytest=True)
+        return Scenario(name, on, off, Goal("ratio", 1.10))
+    if name == "startup":
+        with_pth, without_pth = startup_venvs(work)
+        plain = {k: v for k, v in env.items() if not k.startswith("PYTEST_TOKENGUARD")}
+        a = Command((str(with_pth), "-c", "pass"), work, plain, pytest=False)
+        return Scenario(name, a, Command((str(without_pth), "-c", "pass"), work, plain, pytest=False), Goal("ms", 2))
     raise ValueError(f"not a pair scenario: {name}")
 
 

@@ -13,8 +13,9 @@ when it loads the plugin) imports nothing else of it, and never transformers or 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
+# Not ``typing.TYPE_CHECKING``: typing costs milliseconds, and every guarded child process imports this package.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pytest_tokenguard.guard.catalog import RUNTIME_CODES
     from pytest_tokenguard.guard.findings import RuntimeFinding

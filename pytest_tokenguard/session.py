@@ -387,7 +387,8 @@ class TokenguardSession:
         if base is None:
             factory = getattr(self.config, "_tmp_path_factory", None)  # None under -p no:tmpdir
             base = factory.getbasetemp() if factory is not None else Path(tempfile.gettempdir())
-        guard = parent.ChildGuard(base, spool.SessionInfo(os.getpid(), spool.host(), self.synthesize, self.calls, self.strict))
+        info = spool.SessionInfo(os.getpid(), spool.host(), self.synthesize, self.calls, self.strict)
+        guard = parent.ChildGuard(base, info, shared=self.spool_base is not None)
         try:
             guard.start()
         except OSError as exc:

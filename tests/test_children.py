@@ -18,8 +18,8 @@ pytest.importorskip("transformers")
 import torch  # noqa: F401  (imported before pytester's in-process runs: see _modules_loaded_outside_pytester)
 import transformers.trainer  # noqa: F401
 
-from pytest_tokenguard.children import parent, spool
 from pytest_tokenguard.children import hook as child_hook  # noqa: F401  (loaded outside the in-process runs)
+from pytest_tokenguard.children import parent, spool
 from pytest_tokenguard.guard import capture, routing  # noqa: F401  (idem)
 from pytest_tokenguard.guard.findings import TestRecorder, headline
 
@@ -412,10 +412,10 @@ def test_pth_line_does_nothing_without_the_variable_and_never_breaks_a_child(tmp
     namespace: dict[str, object] = {}
     environ = dict(os.environ)
     environ.pop(spool.SPOOL_ENV, None)
-    exec(line.replace("os.environ", "environ"), {"environ": environ}, namespace)  # noqa: S102
+    exec(line.replace("os.environ", "environ"), {"environ": environ}, namespace)
     # with the variable set but the package gone: nothing raised, nothing activated
     code = line.replace("pytest_tokenguard.children.hook", "pytest_tokenguard_uninstalled.hook")
-    exec(code.replace("os.environ", "environ"), {"environ": {spool.SPOOL_ENV: str(tmp_path)}}, namespace)  # noqa: S102
+    exec(code.replace("os.environ", "environ"), {"environ": {spool.SPOOL_ENV: str(tmp_path)}}, namespace)
     assert "pytest_tokenguard_uninstalled" not in sys.modules
 
 

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
-from typing import Any
 
 from pytest_tokenguard.children import spool
+
+TYPE_CHECKING = False  # not typing's: an armed child imports this module at start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 #: the recorder of this process, once guarded (activated, or forked from a guarded process)
 _recorder: Any = None
@@ -59,6 +61,8 @@ def _forget_imports() -> None:
 
 
 def report_error(directory: str, exc: BaseException) -> None:
+    import traceback
+
     nodeid, phase = spool.running_test()
     text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     spool.write_record(

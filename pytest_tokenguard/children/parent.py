@@ -109,12 +109,15 @@ class ChildGuard:
     so and runs on without it).
     """
 
-    def __init__(self, base: Path, info: spool.SessionInfo) -> None:
+    def __init__(self, base: Path, info: spool.SessionInfo, *, shared: bool = False) -> None:
         self.base = base
         self.info = info
+        #: the spool may be written from other machines (``--tokenguard-spool``): list it at every phase
+        self.shared = shared
         self.directory: str | None = None
         self._previous: dict[str, str | None] = {}
         self._pth: Path | None = None
+        self._wake: int | None = None
 
     def start(self) -> None:
         global _fork_hook_registered
@@ -122,6 +125,10 @@ class ChildGuard:
         directory = tempfile.mkdtemp(prefix=f"tokenguard-children-{self.info.host}-{self.info.pid}-", dir=self.base)
         try:
             spool.write_session(directory, self.info)
+            if not self.shared and hasattr(os, "mkfifo"):
+                wake = os.path.join(directory, spool.WAKE_FIFO)
+                os.mkfifo(wake, 0o600)
+                self._wake = os.open(wake, os.O_RDONLY | os.O_NONBLOCK)  # not inherited by children (PEP 446)
             self._pth = _pth.acquire()
         except OSError:
             shutil.rmtree(directory, ignore_errors=True)
@@ -137,7 +144,8 @@ class ChildGuard:
     def running(self, nodeid: str, phase: str) -> None:
         """What this session starts from now on belongs to ``phase`` of ``nodeid``."""
         assert self.directory is not None
-        os.environ[spool.SPOOL_ENV] = self.directory
+        if phase == "setup" or phase == "collection":
+            os.environ[spool.SPOOL_ENV] = self.directory
         os.environ[spool.TEST_ENV] = f"{phase} {nodeid}"
 
     def idle(self) -> None:
@@ -146,16 +154,28 @@ class ChildGuard:
         for name, value in self._previous.items():
             _restore(name, value)
 
-    def drain(self) -> list[dict[str, Any]]:
-        """The records children left since the last drain (one ``listdir`` when there are none)."""
-        return list(spool.drain(self.directory)) if self.directory is not None else []
+    def drain(self, *, everything: bool = False) -> list[dict[str, Any]]:
+        """The records children left since the last drain. Costs one non-blocking read of the wake-up FIFO when
+        nothing arrived (a shared spool, or ``everything``: one ``listdir``)."""
+        if self.directory is None:
+            return []
+        if self._wake is not None and not everything:
+            try:
+                if not os.read(self._wake, 65536):
+                    return []  # no child wrote since the last read
+            except BlockingIOError:
+                return []
+        return list(spool.drain(self.directory))
 
     def stop(self) -> list[dict[str, Any]]:
         """Drain what is left, remove the spool and the ``.pth`` file (the last session of this process), and
         restore the variables. Idempotent."""
         if self.directory is None:
             return []
-        records = self.drain()
+        records = self.drain(everything=True)
+        if self._wake is not None:
+            os.close(self._wake)
+            self._wake = None
         for name, value in self._previous.items():
             _restore(name, value)
         if self._pth is not None:

@@ -5,27 +5,33 @@ Both sides agree on three things only:
 * ``PYTEST_TOKENGUARD_SPOOL`` (the spool directory of the live session; its presence is what turns the
   child hook on) and ``PYTEST_TOKENGUARD_TEST`` (``"<phase> <node id>"`` of the test phase now running,
   updated by the session at each phase, inherited by whatever that phase starts);
-* ``session.json`` in the spool: who the session is (host, pid: a child of a killed session finds no live
-  parent and does nothing) and the options the children apply (``--tokenguard-calls``, strict, synthesis);
+* ``session`` in the spool (``key=value`` lines): who the session is (host, pid: a child of a killed session
+  finds no live parent and does nothing) and the options the children apply (``--tokenguard-calls``,
+  strict, synthesis);
 * one ``<time_ns>-<pid>-<n>.json`` file per finding, written to a temporary name and renamed, so the
   session never reads half a record. The session drains (reads and removes) them at the end of each phase.
 
-Nothing here imports transformers, pytest or the rest of the guard: the child side loads it at start-up.
+Nothing here imports transformers, pytest or the rest of the guard, nor ``typing``, ``dataclasses`` or
+``json`` until a record is written: an armed child loads this module at start-up.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
-from typing import Any
+
+TYPE_CHECKING = False  # not typing's: importing typing costs an armed child milliseconds
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 SPOOL_ENV = "PYTEST_TOKENGUARD_SPOOL"
 TEST_ENV = "PYTEST_TOKENGUARD_TEST"
-SESSION_FILE = "session.json"
+SESSION_FILE = "session"
+#: a FIFO in a local spool: a child writes one byte to it after each record, so the session knows without
+#: listing the directory whether anything arrived (one non-blocking read per phase)
+WAKE_FIFO = "wake"
 #: what a session file larger than this is (not ours): refused before reading
 _MAX_SESSION_BYTES = 64 * 1024
 
@@ -42,15 +48,17 @@ def host() -> str:
     return socket.gethostname()
 
 
-@dataclass(frozen=True)
 class SessionInfo:
-    """``session.json``: the pytest session that owns a spool, and the options its children apply."""
+    """The ``session`` file: the pytest session that owns a spool, and the options its children apply."""
 
-    pid: int
-    host: str
-    synthesize: str = "never"
-    calls: bool = False
-    strict: bool = False
+    __slots__ = ("calls", "host", "pid", "strict", "synthesize")
+
+    def __init__(self, pid: int, host: str, synthesize: str = "never", calls: bool = False, strict: bool = False) -> None:
+        self.pid = pid
+        self.host = host
+        self.synthesize = synthesize
+        self.calls = calls
+        self.strict = strict
 
     def alive(self) -> bool:
         """Whether the owning session still runs. On its own host: its pid exists. On another host (a remote
@@ -70,26 +78,34 @@ class SessionInfo:
 
 
 def write_session(spool: str, info: SessionInfo) -> None:
-    _write_atomic(spool, SESSION_FILE, asdict(info))
+    lines = [f"{name}={getattr(info, name)}" for name in SessionInfo.__slots__]
+    temporary = os.path.join(spool, f".{SESSION_FILE}.tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    os.replace(temporary, os.path.join(spool, SESSION_FILE))
 
 
 def read_session(spool: str) -> SessionInfo | None:
-    """The session file of ``spool``; None when there is none (the session ended or never was)."""
+    """The session file of ``spool``; None when there is none (the session ended or never was). Raises
+    ``ValueError`` for a file that is not one (reported to the session by the hook)."""
     path = os.path.join(spool, SESSION_FILE)
     try:
         if os.path.getsize(path) > _MAX_SESSION_BYTES:
             raise ValueError(f"{path} is larger than {_MAX_SESSION_BYTES} bytes: not a tokenguard session file")
         with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
+            fields = dict(line.split("=", 1) for line in handle.read().splitlines() if "=" in line)
     except FileNotFoundError:
         return None
-    return SessionInfo(
-        pid=int(data["pid"]),
-        host=str(data["host"]),
-        synthesize=str(data.get("synthesize", "never")),
-        calls=bool(data.get("calls", False)),
-        strict=bool(data.get("strict", False)),
-    )
+    try:
+        return SessionInfo(
+            pid=int(fields["pid"]),
+            host=fields["host"],
+            synthesize=fields.get("synthesize", "never"),
+            calls=fields.get("calls") == "True",
+            strict=fields.get("strict") == "True",
+        )
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"{path} is not a tokenguard session file: {exc!r}") from None
 
 
 def running_test() -> tuple[str, str]:
@@ -120,10 +136,22 @@ def write_record(spool: str, record: dict[str, Any]) -> bool:
         _write_atomic(spool, name, record)
     except (OSError, TypeError, ValueError):
         return False
+    try:  # no reader (a shared spool, or the session just ended): the session lists the directory instead
+        fd = os.open(os.path.join(spool, WAKE_FIFO), os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return True
+    try:
+        os.write(fd, b".")
+    except OSError:  # full: the session has unread wake-ups already
+        pass
+    finally:
+        os.close(fd)
     return True
 
 
 def _write_atomic(spool: str, name: str, data: Any) -> None:
+    import json
+
     temporary = os.path.join(spool, f".{name}.tmp")
     with open(temporary, "w", encoding="utf-8") as handle:
         json.dump(data, handle, default=repr)
@@ -137,11 +165,12 @@ def drain(spool: str) -> Iterator[dict[str, Any]]:
         names = os.listdir(spool)
     except FileNotFoundError:
         return
-    if len(names) <= 1:  # only the session file: the usual case, one listdir per phase
+    names = sorted(name for name in names if name.endswith(".json") and not name.startswith("."))
+    if not names:
         return
-    for name in sorted(names):
-        if name == SESSION_FILE or not name.endswith(".json") or name.startswith("."):
-            continue
+    import json
+
+    for name in names:
         path = os.path.join(spool, name)
         try:
             with open(path, encoding="utf-8") as handle:
