@@ -449,7 +449,7 @@ class TokenguardSession:
             if not self._children_started:
                 self._start_children()
             if self.children is not None:
-                self.children.running(item.nodeid, phase)
+                self.children.running(item.nodeid)
             if self.state is None:
                 self._attach_when_transformers_is_imported()
             if self.recorder is not None:
@@ -460,6 +460,8 @@ class TokenguardSession:
                 from pytest_tokenguard.guard import calls
 
                 calls.ensure_installed()
+        elif self.children is not None:  # an unguarded test: what it starts is not this session's to guard
+            self.children.idle()
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_make_collect_report(
@@ -473,7 +475,7 @@ class TokenguardSession:
         if not self._children_started:
             self._start_children()
         if self.children is not None:
-            self.children.running(collector.nodeid, "collection")
+            self.children.running(collector.nodeid)
         if self.state is None:
             self._attach_when_transformers_is_imported()
         if self.recorder is not None:
@@ -573,8 +575,6 @@ class TokenguardSession:
             self.phase = "call" if when == "setup" and report.passed else "teardown"
             if recorder is not None:
                 recorder.phase = self.phase
-            if self.children is not None:
-                self.children.running(item.nodeid, self.phase)
         if report.user_properties and not self.is_worker:  # in-process; the controller sees worker reports
             self._suite_table(report, getattr(report, REPORT_ATTRIBUTE, None))
 
@@ -608,7 +608,6 @@ class TokenguardSession:
     def _finish_test(self, item: pytest.Item, plan: _Plan, report: pytest.TestReport) -> None:
         self.current = None
         if self.children is not None:
-            self.children.idle()
             self._ended[item.nodeid] = (plan.allow, (report.location[0], report.location[1]))
         recorder = self.recorder
         stash = item.stash
@@ -699,8 +698,8 @@ class TokenguardSession:
         for nodeid, records in by_test.items():
             allow, location = self._ended.get(nodeid, (self.global_allow, (nodeid.split("::")[0], None)))
             recorder = TestRecorder(allow, strict=self.strict)
+            recorder.phase = "teardown"
             for record in records:
-                recorder.phase = str(record.get("phase") or "teardown")
                 add_record(recorder, record, after_test=True)
             late[nodeid] = TestResult(nodeid, location, recorder.findings, [], sorted(recorder.matched_allows))
         if self.is_worker:  # the controller merges them (pytest_testnodedown)

@@ -49,7 +49,7 @@ print("TRAINED", flush=True)
 """
 
 #: the "process:" line of a child's finding (the pid varies)
-CHILD_LINE = "  process: child pid *, started in the test's call"
+CHILD_LINE = "  process: child pid *"
 
 
 @pytest.fixture
@@ -295,7 +295,7 @@ def test_allow_expect_report_and_junit(children: pytest.Pytester, tmp_path: Path
             with tokenguard.expect("TG113"):
                 emit()
             assert tokenguard.codes == ["TG113"]
-            assert tokenguard.records[0].details["processes"][0]["phase"] == "call"
+            assert tokenguard.records[0].phase == "call"
 
         def test_failing():
             emit()
@@ -308,7 +308,7 @@ def test_allow_expect_report_and_junit(children: pytest.Pytester, tmp_path: Path
     data = json.loads(report.read_text())
     failing = data["tests"]["test_verdicts.py::test_failing"]["findings"][0]
     (process,) = failing["details"]["processes"]
-    assert process["pid"] != os.getpid() and process["rank"] is None and process["phase"] == "call"
+    assert process["pid"] != os.getpid() and process["rank"] is None and failing["phase"] == "call"
     assert process["host"] == spool.host()
     assert data["tests"]["test_verdicts.py::test_allowed"]["findings"][0]["allowed"] is True
     assert 'name="tokenguard:TG113" value="call x1: A decoder-only architecture' in junit.read_text()
@@ -353,7 +353,7 @@ def test_child_started_while_the_module_is_imported(children: pytest.Pytester) -
     result = run(children)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
-        ["  process: child pid *, started in the test's collection", "FAILED test_import_time.py (TG113)"]
+        ["  phase:   collection, seen 1 time", "  process: child pid *", "FAILED test_import_time.py (TG113)"]
     )
 
 
@@ -394,7 +394,7 @@ def test_unwritable_spool_is_said_and_the_run_goes_on(children: pytest.Pytester)
 def test_identical_findings_of_several_ranks_are_one_finding_listing_the_ranks() -> None:
     recorder = TestRecorder({})
     for rank, pid in ((1, 41), (0, 40), (1, 41)):
-        origin = {"pid": pid, "host": "node", "rank": rank, "local_rank": rank, "phase": "call"}
+        origin = {"pid": pid, "host": "node", "rank": rank, "local_rank": rank}
         recorder.add(
             "TG113", "right padding", TG113, "transformers.generation.utils", "log", "WARNING", "pad left", origin=origin
         )

@@ -40,7 +40,7 @@ def launch(*command, count=2):
 TG101_RANKS = [
     "TG101 Trainer rewrote special tokens to match the tokenizer",
     "  phase:   call, seen 2 times",
-    "  process: ranks 0, 1 (pids *, *), started in the test's call",
+    "  process: ranks 0, 1 (pids *, *)",
     "  updated tokens: {'pad_token_id': 151643}",
 ]
 

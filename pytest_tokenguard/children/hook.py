@@ -63,11 +63,9 @@ def _forget_imports() -> None:
 def report_error(directory: str, exc: BaseException) -> None:
     import traceback
 
-    nodeid, phase = spool.running_test()
+    nodeid = spool.running_test()
     text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    spool.write_record(
-        directory, {"test": nodeid, "phase": phase, "origin": spool.origin(), "error": text, "traceback": traceback.format_exc()}
-    )
+    spool.write_record(directory, {"test": nodeid, "origin": spool.origin(), "error": text, "traceback": traceback.format_exc()})
 
 
 class _Trigger:
@@ -119,7 +117,7 @@ def _spool_recorder(directory: str) -> Any:
     global _recorder
     from pytest_tokenguard.guard.findings import TestRecorder
 
-    nodeid, phase = spool.running_test()
+    nodeid = spool.running_test()
 
     class SpoolRecorder(TestRecorder):
         """Writes each finding to the spool instead of keeping it (the session counts and judges)."""
@@ -139,7 +137,7 @@ def _spool_recorder(directory: str) -> Any:
         ) -> None:
             finding: dict[str, Any] = {"code": code, "title": title, "message": message, "logger": logger}
             finding.update(channel=channel, level=level, fix=fix, details=details or {}, severity=severity)
-            spool.write_record(directory, {"test": nodeid, "phase": phase, "origin": spool.origin(), "finding": finding})
+            spool.write_record(directory, {"test": nodeid, "origin": spool.origin(), "finding": finding})
 
     _recorder = SpoolRecorder()
     return _recorder

@@ -118,6 +118,8 @@ class ChildGuard:
         self._previous: dict[str, str | None] = {}
         self._pth: Path | None = None
         self._wake: int | None = None
+        #: the variables are set (a guarded test of this session runs, or ran last)
+        self._set = False
 
     def start(self) -> None:
         global _fork_hook_registered
@@ -141,18 +143,22 @@ class ChildGuard:
             os.register_at_fork(after_in_child=hook.after_fork)
             _fork_hook_registered = True
 
-    def running(self, nodeid: str, phase: str) -> None:
-        """What this session starts from now on belongs to ``phase`` of ``nodeid``."""
-        assert self.directory is not None
-        if phase == "setup" or phase == "collection":
+    def running(self, nodeid: str) -> None:
+        """What this session starts from now on belongs to the test (or test module) ``nodeid``. One variable
+        is set per guarded test; the spool's stays set from one guarded test to the next."""
+        if not self._set:
+            assert self.directory is not None
             os.environ[spool.SPOOL_ENV] = self.directory
-        os.environ[spool.TEST_ENV] = f"{phase} {nodeid}"
+            self._set = True
+        os.environ[spool.TEST_ENV] = nodeid
 
     def idle(self) -> None:
-        """No guarded test of this session runs: what starts now is not guarded by it (an unguarded test's
-        children, or, nested, whatever started this session guards them)."""
-        for name, value in self._previous.items():
-            _restore(name, value)
+        """No guarded test of this session runs (an unguarded one, or none): what starts now is not guarded by
+        this session (nested, whatever started it guards it)."""
+        if self._set:
+            self._set = False
+            for name, value in self._previous.items():
+                _restore(name, value)
 
     def drain(self, *, everything: bool = False) -> list[dict[str, Any]]:
         """The records children left since the last drain. Costs one non-blocking read of the wake-up FIFO when
@@ -176,8 +182,7 @@ class ChildGuard:
         if self._wake is not None:
             os.close(self._wake)
             self._wake = None
-        for name, value in self._previous.items():
-            _restore(name, value)
+        self.idle()
         if self._pth is not None:
             _pth.release()
             self._pth = None
@@ -199,12 +204,11 @@ HOOK_LOGGER = "pytest_tokenguard.children"
 
 def add_record(recorder: Any, record: dict[str, Any], *, after_test: bool = False) -> None:
     """Record one spool record in ``recorder`` (a ``TestRecorder``) with the child's origin (pid, host,
-    rank, and the phase it started in). A hook error, or a record that is not well-formed, is a TG109."""
+    rank). A hook error, or a record that is not well-formed, is a TG109."""
     from pytest_tokenguard.guard.catalog import BY_CODE
     from pytest_tokenguard.guard.findings import AFTER_TEST
 
     origin = dict(record.get("origin") or {})
-    origin["phase"] = record.get("phase") or None
     extra = {AFTER_TEST: True} if after_test else {}
     finding = record.get("finding")
     try:

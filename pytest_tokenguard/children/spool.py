@@ -3,8 +3,8 @@
 Both sides agree on three things only:
 
 * ``PYTEST_TOKENGUARD_SPOOL`` (the spool directory of the live session; its presence is what turns the
-  child hook on) and ``PYTEST_TOKENGUARD_TEST`` (``"<phase> <node id>"`` of the test phase now running,
-  updated by the session at each phase, inherited by whatever that phase starts);
+  child hook on) and ``PYTEST_TOKENGUARD_TEST`` (the node id of the guarded test now running), both set by
+  the session while guarded tests run and inherited by whatever they start;
 * ``session`` in the spool (``key=value`` lines): who the session is (host, pid: a child of a killed session
   finds no live parent and does nothing) and the options the children apply (``--tokenguard-calls``,
   strict, synthesis);
@@ -108,10 +108,9 @@ def read_session(spool: str) -> SessionInfo | None:
         raise ValueError(f"{path} is not a tokenguard session file: {exc!r}") from None
 
 
-def running_test() -> tuple[str, str]:
-    """``(node id, phase)`` of the test phase this process was started (or forked) in; ``("", "")`` if none."""
-    phase, _, nodeid = os.environ.get(TEST_ENV, "").partition(" ")
-    return nodeid, phase
+def running_test() -> str:
+    """The node id of the test this process was started (or forked) in; ``""`` if none."""
+    return os.environ.get(TEST_ENV, "")
 
 
 def origin() -> dict[str, Any]:

@@ -176,8 +176,8 @@ class TestRecorder:
         origin: dict[str, Any] | None = None,
     ) -> None:
         """Record one finding (identical ones in the same phase are counted, not repeated). ``severity``
-        defaults to the catalog's for ``code``. ``origin`` (``spool.origin()``: pid, host, rank, local rank,
-        and the phase it started in): a child process's finding; identical ones from several processes
+        defaults to the catalog's for ``code``. ``origin`` (``spool.origin()``: pid, host, rank, local rank):
+        a child process's finding; identical ones from several processes
         (ranks) are one finding listing them in ``details["processes"]``."""
         if not self.active:
             return
@@ -291,8 +291,7 @@ def format_findings(findings: list[RuntimeFinding]) -> str:
         lines.append(f"  phase:   {f.phase}, seen {f.count} time{'s' if f.count != 1 else ''}")
         where = f.processes()
         if where is not None:
-            started = sorted({str(p.get("phase") or "?") for p in f.details[PROCESSES]})
-            lines.append(f"  process: {where}, started in the test's {', '.join(started)}")
+            lines.append(f"  process: {where}")
         if f.details.get(AFTER_TEST):
             lines.append("  note:    reported by a child process after the test ended")
         if f.code in UPDATED_TOKENS_CODES and "updated_tokens" in f.details:
