@@ -196,8 +196,6 @@ class TokenguardSession:
         self.children_problem: str | None = None
         #: spool records of tests that had ended when they were drained
         self.late: list[dict[str, Any]] = []
-        #: node id -> (allow, location) of the tests that ran while children were guarded (for late records)
-        self._ended: dict[str, tuple[dict[str, str], tuple[str, int | None]]] = {}
         self.late_failing = 0
         self.is_worker = hasattr(config, "workerinput")
         # xdist's controller runs no test: its results arrive as reports from the workers
@@ -400,7 +398,8 @@ class TokenguardSession:
         self.children = guard
 
     def _drain_children(self, nodeid: str) -> None:
-        """Findings children left: those of ``nodeid`` (running) go to its recorder, the rest are late."""
+        """Findings children left (the caller polled): those of ``nodeid`` (running) go to its recorder, the
+        rest are late."""
         assert self.children is not None
         records = self.children.drain()
         if not records:
@@ -417,7 +416,7 @@ class TokenguardSession:
 
     def _pull_children(self) -> None:
         """``tokenguard.expect`` / the fixture's reads: what children reported so far belongs to the block."""
-        if self.children is not None and self.current is not None:
+        if self.children is not None and self.current is not None and self.children.pending():
             self._drain_children(self.current.nodeid)
 
     def _attach_when_transformers_is_imported(self) -> None:
@@ -484,7 +483,8 @@ class TokenguardSession:
             report = yield
         finally:
             if self.children is not None:
-                self._drain_children(collector.nodeid)
+                if self.children.pending():
+                    self._drain_children(collector.nodeid)
                 self.children.idle()
             self.collecting = None
         recorder = self.recorder
@@ -559,7 +559,8 @@ class TokenguardSession:
 
     def _report(self, item: pytest.Item, when: str, report: pytest.TestReport) -> None:
         """Turn the phase's findings into the verdict on ``report``; at teardown close the test."""
-        if self.children is not None:
+        children = self.children
+        if children is not None and children.pending():
             self._drain_children(item.nodeid)
         recorder = self.recorder
         if recorder is not None:
@@ -607,8 +608,6 @@ class TokenguardSession:
 
     def _finish_test(self, item: pytest.Item, plan: _Plan, report: pytest.TestReport) -> None:
         self.current = None
-        if self.children is not None:
-            self._ended[item.nodeid] = (plan.allow, (report.location[0], report.location[1]))
         recorder = self.recorder
         stash = item.stash
         observed = stash[_OBSERVED] if _OBSERVED in stash else None  # no Stash.get: it raises on a miss
@@ -677,7 +676,7 @@ class TokenguardSession:
 
     # --- end of the run -------------------------------------------------------------------------------------
 
-    def _finish_children(self) -> None:
+    def _finish_children(self, session: pytest.Session) -> None:
         """End of the run: drain the spool one last time, remove it and the ``.pth`` file; what arrived after
         its test ended is judged with that test's allow entries and added to its result."""
         children, self.children = self.children, None
@@ -690,13 +689,18 @@ class TokenguardSession:
         from pytest_tokenguard.guard.findings import TestRecorder
         from pytest_tokenguard.guard.reporting import TestResult
 
+        items = {item.nodeid: item for item in session.items}
         by_test: dict[str, list[dict[str, Any]]] = {}
         for record in self.late:
             by_test.setdefault(str(record.get("test") or "(no test running)"), []).append(record)
         self.late = []
         late: dict[str, TestResult] = {}
         for nodeid, records in by_test.items():
-            allow, location = self._ended.get(nodeid, (self.global_allow, (nodeid.split("::")[0], None)))
+            item = items.get(nodeid)
+            if item is not None and _PLAN in item.stash:
+                allow, location = item.stash[_PLAN].allow, (item.location[0], item.location[1])
+            else:  # a test module (collection), or no test at all
+                allow, location = self.global_allow, (nodeid.split("::")[0], None)
             recorder = TestRecorder(allow, strict=self.strict)
             recorder.phase = "teardown"
             for record in records:
@@ -722,7 +726,7 @@ class TokenguardSession:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        self._finish_children()
+        self._finish_children(session)
         if self.is_worker:
             return
         if self.late_failing and session.exitstatus == pytest.ExitCode.OK:

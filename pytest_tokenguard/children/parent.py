@@ -11,6 +11,7 @@ session) and is removed by the next session on this host.
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import shutil
 import sysconfig
@@ -117,7 +118,7 @@ class ChildGuard:
         self.directory: str | None = None
         self._previous: dict[str, str | None] = {}
         self._pth: Path | None = None
-        self._wake: int | None = None
+        self._wake: mmap.mmap | None = None
         #: the variables are set (a guarded test of this session runs, or ran last)
         self._set = False
 
@@ -127,10 +128,11 @@ class ChildGuard:
         directory = tempfile.mkdtemp(prefix=f"tokenguard-children-{self.info.host}-{self.info.pid}-", dir=self.base)
         try:
             spool.write_session(directory, self.info)
-            if not self.shared and hasattr(os, "mkfifo"):
-                wake = os.path.join(directory, spool.WAKE_FIFO)
-                os.mkfifo(wake, 0o600)
-                self._wake = os.open(wake, os.O_RDONLY | os.O_NONBLOCK)  # not inherited by children (PEP 446)
+            if not self.shared:
+                with open(os.path.join(directory, spool.WAKE_FILE), "w+b") as handle:
+                    handle.write(b"\x00")
+                    handle.flush()
+                    self._wake = mmap.mmap(handle.fileno(), 1)
             self._pth = _pth.acquire()
         except OSError:
             shutil.rmtree(directory, ignore_errors=True)
@@ -160,17 +162,18 @@ class ChildGuard:
             for name, value in self._previous.items():
                 _restore(name, value)
 
-    def drain(self, *, everything: bool = False) -> list[dict[str, Any]]:
-        """The records children left since the last drain. Costs one non-blocking read of the wake-up FIFO when
-        nothing arrived (a shared spool, or ``everything``: one ``listdir``)."""
+    def pending(self) -> bool:
+        """Whether records may have arrived since the last :meth:`drain`: one read of the mapped wake-up byte
+        (a shared spool: always, it is listed every time)."""
+        wake = self._wake
+        return wake is None or wake[0] != 0
+
+    def drain(self) -> list[dict[str, Any]]:
+        """The records children left since the last drain (one ``listdir``)."""
         if self.directory is None:
             return []
-        if self._wake is not None and not everything:
-            try:
-                if not os.read(self._wake, 65536):
-                    return []  # no child wrote since the last read
-            except BlockingIOError:
-                return []
+        if self._wake is not None:
+            self._wake[0] = 0  # before listing: a record renamed after the listing sets it again
         return list(spool.drain(self.directory))
 
     def stop(self) -> list[dict[str, Any]]:
@@ -178,9 +181,9 @@ class ChildGuard:
         restore the variables. Idempotent."""
         if self.directory is None:
             return []
-        records = self.drain(everything=True)
+        records = self.drain()
         if self._wake is not None:
-            os.close(self._wake)
+            self._wake.close()
             self._wake = None
         self.idle()
         if self._pth is not None:

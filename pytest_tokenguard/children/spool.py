@@ -9,7 +9,8 @@ Both sides agree on three things only:
   finds no live parent and does nothing) and the options the children apply (``--tokenguard-calls``,
   strict, synthesis);
 * one ``<time_ns>-<pid>-<n>.json`` file per finding, written to a temporary name and renamed, so the
-  session never reads half a record. The session drains (reads and removes) them at the end of each phase.
+  session never reads half a record. The session drains (reads and removes) them at the end of each phase
+  when the wake-up byte says something arrived.
 
 Nothing here imports transformers, pytest or the rest of the guard, nor ``typing``, ``dataclasses`` or
 ``json`` until a record is written: an armed child loads this module at start-up.
@@ -29,9 +30,9 @@ if TYPE_CHECKING:
 SPOOL_ENV = "PYTEST_TOKENGUARD_SPOOL"
 TEST_ENV = "PYTEST_TOKENGUARD_TEST"
 SESSION_FILE = "session"
-#: a FIFO in a local spool: a child writes one byte to it after each record, so the session knows without
-#: listing the directory whether anything arrived (one non-blocking read per phase)
-WAKE_FIFO = "wake"
+#: a one-byte file in a local spool: a child sets the byte after each record; the session, which maps the file
+#: into memory, knows from one memory read per phase whether anything arrived, without listing the directory
+WAKE_FILE = "wake"
 #: what a session file larger than this is (not ours): refused before reading
 _MAX_SESSION_BYTES = 64 * 1024
 
@@ -135,13 +136,13 @@ def write_record(spool: str, record: dict[str, Any]) -> bool:
         _write_atomic(spool, name, record)
     except (OSError, TypeError, ValueError):
         return False
-    try:  # no reader (a shared spool, or the session just ended): the session lists the directory instead
-        fd = os.open(os.path.join(spool, WAKE_FIFO), os.O_WRONLY | os.O_NONBLOCK)
-    except OSError:
+    try:  # after the rename: a session that sees the byte set finds the record
+        fd = os.open(os.path.join(spool, WAKE_FILE), os.O_WRONLY)
+    except OSError:  # none (a shared spool: the session lists it every phase), or the session just ended
         return True
     try:
-        os.write(fd, b".")
-    except OSError:  # full: the session has unread wake-ups already
+        os.write(fd, b"\x01")
+    except OSError:
         pass
     finally:
         os.close(fd)
