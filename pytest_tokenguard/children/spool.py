@@ -1,6 +1,6 @@
 """The spool: a directory where guarded child processes leave their findings for the pytest session.
 
-Both sides agree on three things only:
+Both sides agree on these, and nothing else:
 
 * ``PYTEST_TOKENGUARD_SPOOL`` (the spool directory of the live session; its presence is what turns the
   child hook on) and ``PYTEST_TOKENGUARD_TEST`` (the node id of the guarded test now running), both set by
@@ -8,6 +8,7 @@ Both sides agree on three things only:
 * ``session`` in the spool (``key=value`` lines): who the session is (host, pid: a child of a killed session
   finds no live parent and does nothing) and the options the children apply (``--tokenguard-calls``,
   strict, synthesis);
+* ``wake`` in a local spool: one byte a child sets after each record (the session maps it into memory);
 * one ``<time_ns>-<pid>-<n>.json`` file per finding, written to a temporary name and renamed, so the
   session never reads half a record. The session drains (reads and removes) them at the end of each phase
   when the wake-up byte says something arrived.
