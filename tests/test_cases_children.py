@@ -10,12 +10,21 @@ import pytest
 
 pytest.importorskip("peft")
 
+from tests.test_children import QWEN3_HEADLINE
+
 pytest_plugins = ("pytester",)
 
 CASE = Path(__file__).parent / "data" / "cases" / "child-processes"
 
 
 def test_child_processes_case(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_tokenguard.suite import zoo
+
+    _, tokenizer = zoo.build("qwen3-0.6b")
+    if "token_type_ids" in tokenizer(["hi"]):
+        # transformers 4.46's tokenizers return token_type_ids, which the case's generate(**batch) passes on
+        # and generate() rejects: the reproduction itself cannot run there (the stories in test_children do)
+        pytest.skip("the case's generate(**tokenizer(...)) fails on this transformers: token_type_ids")
     monkeypatch.setenv("COLUMNS", "200")
     # torch's OpenMP pool, once used by the module-level generate(), hangs a later fork of that process (a
     # libgomp limitation, not the guard's): one thread, as CI setups for forking tests do
@@ -53,7 +62,7 @@ def test_child_processes_case(pytester: pytest.Pytester, monkeypatch: pytest.Mon
         result.stdout.fnmatch_lines(
             [
                 f"FAILED test_sub.py::{name} - tokenguard: TG101 Trainer rewrote special tokens to match the tokenizer "
-                "(pad_token_id 151643) in child pid *"
+                f"({QWEN3_HEADLINE}) in child pid *"
             ]
         )
     worker = "FAILED test_threads.py::test_dataloader_worker - tokenguard: TG113 right padding with a decoder-only model"

@@ -17,6 +17,7 @@ import torch  # noqa: F401  (imported before pytester's in-process runs)
 
 from pytest_tokenguard.children import hook, parent, spool  # noqa: F401  (idem)
 from pytest_tokenguard.guard import capture, routing  # noqa: F401  (idem)
+from tests.test_children import QWEN3_HEADLINE, QWEN3_UPDATED
 
 pytest_plugins = ("pytester",)
 
@@ -41,7 +42,7 @@ TG101_RANKS = [
     "TG101 Trainer rewrote special tokens to match the tokenizer",
     "  phase:   call, seen 2 times",
     "  process: ranks 0, 1 (pids *, *)",
-    "  updated tokens: {'pad_token_id': 151643}",
+    f"  updated tokens: {QWEN3_UPDATED}",
 ]
 
 
@@ -71,7 +72,7 @@ def test_torchrun_two_ranks(launcher: pytest.Pytester) -> None:
         [
             *TG101_RANKS,
             "FAILED test_torchrun.py::test_ddp[[]misaligned[]] - tokenguard: TG101 Trainer rewrote special tokens to "
-            "match the tokenizer (pad_token_id 151643) in ranks 0, 1 (2 findings)",
+            f"match the tokenizer ({QWEN3_HEADLINE}) in ranks 0, 1 (2 findings)",
         ]
     )
     assert "test_ddp[aligned]" not in result.stdout.str().split("short test summary info")[1]

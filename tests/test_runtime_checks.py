@@ -96,3 +96,21 @@ def test_trainer_check_ignores_processing_classes_without_a_tokenizer(qwen3: Any
     recorder = TestRecorder()
     runtime_checks._check_train(recorder, runtime_checks.Options(synthesize="always", calls=True), FakeTrainer(), (), {})
     assert recorder.findings == []
+
+
+@pytest.mark.parametrize("args", [("--tokenguard",), ("--tokenguard", "--tokenguard-calls")], ids=["plain", "calls"])
+def test_trainer_as_the_first_transformers_import(pytester: pytest.Pytester, args: tuple[str, ...]) -> None:
+    """``from transformers import Trainer`` first, in a fresh process: transformers.generation.utils finishes
+    while transformers.trainer is still executing; the call wrappers wait for the Trainer class instead of
+    breaking the import (a regression: "partially initialized module 'transformers.trainer'")."""
+    pytester.makepyfile(
+        test_first="""
+        from transformers import Trainer
+
+        def test_wrapped():
+            wrapped = hasattr(Trainer.train, "__tokenguard_original__")
+            assert wrapped == (TRAIN_WRAPPED)
+        """.replace("TRAIN_WRAPPED", "True" if "--tokenguard-calls" in args or not versions.trainer_aligns() else "False")
+    )
+    result = pytester.runpytest_subprocess(*args, "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)

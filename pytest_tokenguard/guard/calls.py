@@ -172,20 +172,24 @@ def ensure_installed() -> None:
         inst.finder = _AfterImport()
         sys.meta_path.insert(0, inst.finder)
     if len(inst.done) < 3:
+        # None while the module is still executing (``from transformers import Trainer`` as the first import runs
+        # transformers.generation.utils inside transformers.trainer): its own import hook installs it afterwards
+        trainer = getattr(sys.modules.get("transformers.trainer"), "Trainer", None)
+        mixin = getattr(sys.modules.get("transformers.generation.utils"), "GenerationMixin", None)
         train = any(user.calls or user.synthesizing for user in inst.users)  # TG101 synthesis or call checks
-        if "train" not in inst.done and "transformers.trainer" in sys.modules and train:
+        if "train" not in inst.done and trainer is not None and train:
             inst.done.add("train")
-            _wrap(sys.modules["transformers.trainer"].Trainer, "train", _check_train)
+            _wrap(trainer, "train", _check_train)
         generate = any(user.calls for user in inst.users)
-        if "generate" not in inst.done and "transformers.generation.utils" in sys.modules and generate:
+        if "generate" not in inst.done and mixin is not None and generate:
             inst.done.add("generate")
-            _wrap(sys.modules["transformers.generation.utils"].GenerationMixin, "generate", _check_generate)
+            _wrap(mixin, "generate", _check_generate)
         # the batches a Trainer (or a trl subclass) trains on: the first ones, whatever collator built them
-        if "training_step" not in inst.done and "transformers.trainer" in sys.modules and generate:
+        if "training_step" not in inst.done and trainer is not None and generate:
             from pytest_tokenguard.guard import batches
 
             inst.done.add("training_step")
-            _wrap(sys.modules["transformers.trainer"].Trainer, "training_step", batches.check_training_step)
+            _wrap(trainer, "training_step", batches.check_training_step)
     if "trl" in sys.modules and (_trl.pending or len(sys.modules) != _trl.seen or inst.users[-1] is not _trl.seen_by):
         _scan_trl()
 

@@ -3,7 +3,9 @@
 Meant for ``torchrun --nproc_per_node=2 ddp_train.py [misaligned|aligned]`` (or ``accelerate launch``):
 ``misaligned`` keeps the Qwen3 layout as built (model config pad None, tokenizer pad 151643), so the
 Trainer aligns the configs and logs "Updated tokens: {...}" on every rank (``log_level_replica`` is
-"warning"); ``aligned`` aligns them beforehand with ``align_special_tokens``, so the Trainer logs nothing.
+"warning"); ``aligned`` aligns them beforehand with ``align_special_tokens``, then applies what
+``predict_trainer_alignment`` says the installed Trainer would still change (4.56-5.17 also copy the
+tokenizer's None over bos), so the Trainer logs nothing.
 Each rank ends with ``RANK=<rank> DONE``. tests/test_distributed.py runs it from guarded tests.
 """
 
@@ -30,12 +32,15 @@ def main(argv: list[str]) -> int:
 
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-    from pytest_tokenguard import align_special_tokens
+    from pytest_tokenguard import align_special_tokens, predict_trainer_alignment
     from pytest_tokenguard.suite import zoo
 
     model, tokenizer = zoo.build("qwen3-0.6b")
     if mode == "aligned":
         say(f"RANK={rank} ALIGNED {align_special_tokens(model, tokenizer)}")
+        for field, value in predict_trainer_alignment(model, tokenizer).items():
+            setattr(model.config, field, value)
+            setattr(model.generation_config, field, value)
     encoded: list[dict[str, Any]] = [dict(tokenizer(text, truncation=True, max_length=64)) for text in zoo.chat_texts(tokenizer)]
     with tempfile.TemporaryDirectory(prefix="ddp_train_") as output_dir:
         args = TrainingArguments(
