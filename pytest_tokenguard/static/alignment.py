@@ -208,9 +208,13 @@ def align_special_tokens(model: Any, tokenizer: Any, *, source: str = "tokenizer
         else:
             _set(config, "model_config", name, value, changes)
     if generation is None and eot is not None and eot not in valid_ids(getattr(config, "eos_token_id", None)):
-        # no generation config: generate() stops on the model config eos, so the end of turn goes there
+        # no generation config: generate() stops on the model config eos, so the end of turn goes there; the
+        # tokenizer's eos stays even where the model cannot embed it (dropping it would be a new TG201; the
+        # out-of-range id is reported as TG204 either way)
         declared = getattr(config, "eos_token_id", None)
-        _set(config, "model_config", "eos", _eos_value(_dedupe([*embeddable(declared), eot]), declared), changes)
+        tokenizer_eos = getattr(tok, "eos_token_id", None)
+        kept = [v for v in valid_ids(declared) if v == tokenizer_eos or v in embeddable(declared)]
+        _set(config, "model_config", "eos", _eos_value(_dedupe([*kept, eot]), declared), changes)
     if generation is not None:
         for name in FIELDS:
             value = getattr(tok, f"{name}_token_id", None)
