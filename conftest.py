@@ -8,6 +8,10 @@ import pytest
 
 pytest_plugins = ("pytester",)
 
+# Users' reproductions (tests/data/cases/*/test_*.py) and child scripts: run by the tests that own them, in
+# their own pytest sessions and processes, never collected as this project's tests.
+collect_ignore = ["tests/data"]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
