@@ -230,13 +230,18 @@ def test_json_output_is_complete_and_stable(saved: dict[str, Saved], capsys: pyt
     assert set(data) == {"schema_version", "path", "adapter", "strict", "exit_code", "files", "ok", "findings", "layout"}
     assert (data["schema_version"], data["path"], data["adapter"], data["strict"]) == (1, str(folder.path), None, False)
     assert (data["exit_code"], data["ok"]) == (first.rc, False) == (1, False)
-    assert data["files"] == tokenizer_files(folder.path, ["config.json", "generation_config.json"])
+    # the embedding rows come from the safetensors header, read last
+    assert data["files"] == [
+        *tokenizer_files(folder.path, ["config.json", "generation_config.json"]),
+        str(folder.path / "model.safetensors"),
+    ]
     layout = data["layout"]
     assert layout["model_config"] == {"bos": 151643, "eos": 151645, "pad": None}
     assert layout["generation_config"] == {"bos": 151643, "eos": [151645, 151643], "pad": 151643}
     assert layout["tokenizer"] == {"bos": None, "eos": 151645, "pad": 151643}
     assert layout["end_of_turn"] == ["<|im_end|>", 151645]
     assert (layout["vocab_size"], layout["tokenizer_length"]) == (151936, 151669)
+    assert (layout["embedding_rows"], layout["base_rows"], layout["adapter_rows"]) == (151936, {"input_embeddings": 151936}, {})
 
 
 def test_codes_lists_every_static_code(capsys: pytest.CaptureFixture[str]) -> None:
@@ -645,6 +650,8 @@ def test_adapter_tokenizer_takes_precedence(saved: dict[str, Saved], tmp_path: P
         str(base.path / "config.json"),
         str(base.path / "generation_config.json"),
         *tokenizer_files(adapter, []),
+        str(base.path / "model.safetensors"),
+        str(adapter / "adapter_model.safetensors"),  # a LoRA adapter: no embedding matrices of its own
     ]
     assert run.rc == 1
     text = run_cli(capsys, "check", base.path, "--adapter", adapter)
@@ -655,6 +662,7 @@ def test_adapter_tokenizer_takes_precedence(saved: dict[str, Saved], tmp_path: P
     bare = tmp_path / "bare-adapter"
     bare.mkdir()
     shutil.copy(adapter / "adapter_config.json", bare)
+    shutil.copy(adapter / "adapter_model.safetensors", bare)  # an adapter folder without weights is unreadable input
     data = run_cli(capsys, "check", base.path, "--adapter", bare, "--format", "json").json()
     assert data["findings"] == base.findings
     assert str(base.path / "tokenizer.json") in data["files"]

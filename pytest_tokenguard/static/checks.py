@@ -83,6 +83,19 @@ STATIC_CODES: dict[str, StaticCode] = {
             "error / warning",
             "generation_config.eos_token_id should contain every model config eos id",
         ),
+        StaticCode(
+            "TG210",
+            "the adapter's embedding rows differ from the base checkpoint's",
+            "error",
+            "resize the base to the adapter's rows N before PeftModel.from_pretrained (model.resize_token_embeddings(N))",
+        ),
+        StaticCode(
+            "TG211",
+            "a decoder-only chat model's tokenizer pads on the right",
+            "warning",
+            "save the inference tokenizer with padding_side='left' (tokenizer.padding_side = 'left' before "
+            "save_pretrained), or pad prompts on the left before batched generate()",
+        ),
         # TG3xx: what the model sees (sequence checks in sequences.py; TG301/TG302 also predicted statically)
         StaticCode(
             "TG301",
@@ -206,6 +219,8 @@ class Report:
                 "end_of_turn": list(layout.end_of_turn) if layout.end_of_turn else None,
                 "vocab_size": layout.vocab_size,
                 "embedding_rows": layout.embedding_rows,
+                "base_rows": dict(layout.base_rows),
+                "adapter_rows": dict(layout.adapter_rows),
                 "tokenizer_length": layout.tokenizer_length,
                 "notes": list(layout.notes),
             },
@@ -221,8 +236,12 @@ class Report:
         lines = columns(rows)
         turn = layout.describe(layout.end_of_turn[1]) if layout.end_of_turn else "unknown (no chat template)"
         lines.append(f"chat end of turn: {turn}")
+        carried = ""
+        if layout.adapter_rows:  # a folder check whose adapter carries embedding matrices: say whose rows these are
+            base = layout.base_rows.get("input_embeddings")
+            carried = f" (the adapter's; base checkpoint {base if base is not None else 'unknown'})"
         lines.append(
-            f"vocab: config vocab_size {layout.vocab_size}, embedding rows {layout.embedding_rows}, "
+            f"vocab: config vocab_size {layout.vocab_size}, embedding rows {layout.embedding_rows}{carried}, "
             f"tokenizer length {layout.tokenizer_length}"
         )
         lines.extend(f"note: {note}" for note in layout.notes)
@@ -476,9 +495,62 @@ def check_layout(layout: TokenLayout) -> Report:
                 )
             )
 
+    _adapter_rows(layout, found)
+    _padding_side(layout, found)
     _prompt_edges(layout, found)
     found.sort(key=lambda f: f.code)  # stable: per-field order kept within a code
     return report
+
+
+#: the matrices of ``TokenLayout.base_rows`` / ``adapter_rows``, as messages name them
+_MATRICES = {"input_embeddings": "input embeddings", "output_embeddings": "output head"}
+
+
+def _adapter_rows(layout: TokenLayout, found: list[StaticFinding]) -> None:
+    """TG210: an adapter that carries its own embedding matrices (peft ``save_embedding_layers`` after
+    ``resize_token_embeddings``, ``modules_to_save``, LoRA on the embeddings) loads only onto a base with the same
+    rows; ``PeftModel.from_pretrained`` raises a size mismatch otherwise. A tied base has no output matrix of its
+    own: its input embeddings stand in."""
+    base, adapter = layout.base_rows, layout.adapter_rows
+    order = list(_MATRICES)
+    differ: list[tuple[str, int, int]] = []  # (matrix, adapter rows, base rows)
+    for name in sorted(adapter, key=lambda n: (order.index(n) if n in order else len(order), n)):
+        had = base.get(name, base.get("input_embeddings"))
+        if had is not None and had != adapter[name]:
+            differ.append((name, adapter[name], had))
+    if not differ:
+        return
+    _, rows, had = differ[0]
+    detail = ", ".join(f"{_MATRICES.get(name, name)} {mine} vs {theirs}" for name, mine, theirs in differ)
+    found.append(
+        _finding(
+            "TG210",
+            "error",
+            "vocab",
+            {"adapter": dict(adapter), "base": dict(base)},
+            f"the adapter's own embedding matrices have {rows} rows and the base checkpoint's {had} ({detail}): "
+            "loading the adapter onto this base (PeftModel.from_pretrained) fails with a size mismatch",
+            f"resize the base to {rows} before PeftModel.from_pretrained (model.resize_token_embeddings({rows}))",
+        )
+    )
+
+
+def _padding_side(layout: TokenLayout, found: list[StaticFinding]) -> None:
+    """TG211: batched ``generate()`` of a decoder-only model continues each prompt from its last position; with
+    right padding the shorter prompts end in pad tokens and the model continues from those (transformers only
+    warns, TG113). Flagged for chat models (their template renders an end of turn: served, batched); training
+    pads on the right on purpose, so ``--tokenguard-calls`` leaves this out at ``Trainer.train()``."""
+    if layout.padding_side != "right" or layout.encoder_decoder or layout.end_of_turn is None:
+        return
+    found.append(
+        _finding(
+            "TG211",
+            "warning",
+            "pad",
+            {"padding_side": "right"},
+            "the tokenizer pads on the right: batched generate() continues the shorter prompts from pad tokens",
+        )
+    )
 
 
 def _prompt_edges(layout: TokenLayout, found: list[StaticFinding]) -> None:

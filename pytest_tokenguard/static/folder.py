@@ -1,4 +1,5 @@
-"""Read a :class:`TokenLayout` from a checkpoint folder: JSON files only.
+"""Read a :class:`TokenLayout` from a checkpoint folder: JSON files only, and safetensors headers for the
+embedding rows (``weights.py``).
 
 No torch, no transformers, no pickle, no network, no Python from the folder (the chat template is
 rendered in jinja2's sandbox, as transformers does). Every problem with the input is a
@@ -45,6 +46,8 @@ class _Tokenizer:
     backend: _TokenizerJson | None = None
     #: token strings the tokenizer adds before / after every encoded text (None: unknown)
     edges: tuple[list[str], list[str]] | None = None
+    #: ``padding_side`` saved in tokenizer_config.json (None: not saved; the tokenizer class's default decides)
+    padding_side: str | None = None
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -331,7 +334,10 @@ def _read_tokenizer(folder: Path) -> _Tokenizer | None:
         )
         if "add_bos_token" not in config and "add_eos_token" not in config:
             edges = None
-    return _Tokenizer(ids, strings, length, template, variables, files, backend, edges)
+    padding_side = config.get("padding_side")
+    if padding_side is not None and padding_side not in ("left", "right"):
+        raise FolderError(f'{config_path}: padding_side must be "left" or "right", got {padding_side!r}')
+    return _Tokenizer(ids, strings, length, template, variables, files, backend, edges, padding_side)
 
 
 def post_processor_edges(post: Any) -> tuple[list[str], list[str]]:
@@ -413,10 +419,14 @@ def read_folder(path: str | Path, adapter: str | Path | None = None) -> FolderLa
 
     Reads ``config.json`` (or its ``text_config``), ``generation_config.json``, ``tokenizer_config.json``,
     ``special_tokens_map.json``, ``tokenizer.json`` and the chat template (``chat_template.jinja``,
-    ``chat_template.json`` or ``tokenizer_config.json``); never imports torch or transformers, never runs
+    ``chat_template.json`` or ``tokenizer_config.json``), and the embedding rows from the safetensors headers
+    (``model.safetensors`` or the shards of ``model.safetensors.index.json``; the adapter's
+    ``adapter_model.safetensors``, whose rows win where it carries embedding matrices; see
+    :mod:`pytest_tokenguard.static.weights`); never imports torch or transformers, never unpickles, never runs
     code from the folder. Returns a :class:`FolderLayout` (``layout``, ``files`` read, ``adapter`` config).
     Raises :class:`FolderError` naming the file and the problem (missing folder or ``config.json``, bad JSON,
-    invalid ids, an adapter folder without ``adapter_config.json``).
+    invalid ids, an adapter folder without ``adapter_config.json`` or adapter weights, a corrupt safetensors
+    header).
     """
     base = _folder(Path(path), "checkpoint")
     adapter_dir = _folder(Path(adapter), "adapter") if adapter is not None else None
@@ -462,6 +472,7 @@ def read_folder(path: str | Path, adapter: str | Path | None = None) -> FolderLa
     else:
         files.extend(tokenizer.files)
         layout.tokenizer_length = tokenizer.length
+        layout.padding_side = tokenizer.padding_side
         if tokenizer.template:
             layout.end_of_turn, note = end_of_turn(tokenizer.template, tokenizer.strings, tokenizer.variables)
             if note:
@@ -486,4 +497,31 @@ def read_folder(path: str | Path, adapter: str | Path | None = None) -> FolderLa
                         layout.token_strings[value] = text
         if layout.end_of_turn is not None and is_id(layout.end_of_turn[1]):
             layout.token_strings[layout.end_of_turn[1]] = layout.end_of_turn[0]
+    _read_rows(layout, files, base, adapter_dir)
     return FolderLayout(layout, files, adapter_config)
+
+
+def _read_rows(layout: TokenLayout, files: list[str], base: Path, adapter_dir: Path | None) -> None:
+    """Embedding rows from the safetensors headers: the base's, replaced by the adapter's where it carries them."""
+    from pytest_tokenguard.static.weights import INPUT, OUTPUT, adapter_rows, base_rows  # (it imports this module)
+
+    found = base_rows(base)
+    files.extend(found.files)
+    layout.notes.extend(found.notes)
+    layout.base_rows = found.rows
+    layout.embedding_rows = found.rows.get(INPUT)
+    if adapter_dir is None:
+        return
+    carried = adapter_rows(adapter_dir)
+    files.extend(carried.files)
+    layout.notes.extend(carried.notes)
+    layout.adapter_rows = carried.rows
+    # loading needs a base of the adapter's rows (resize_token_embeddings gives both matrices the same count)
+    rows = carried.rows.get(INPUT, carried.rows.get(OUTPUT))
+    if rows is not None:
+        layout.embedding_rows = rows
+        if not found.rows:
+            layout.notes.append(
+                f"the adapter carries {rows}-row embeddings and the base checkpoint's rows are unknown: "
+                f"PeftModel.from_pretrained needs a base with {rows} rows (model.resize_token_embeddings({rows}))"
+            )

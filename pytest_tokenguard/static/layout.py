@@ -50,7 +50,8 @@ class TokenLayout:
     model: dict[str, Any] | None = None
     generation: dict[str, Any] | None = None
     tokenizer: dict[str, Any] | None = None
-    #: rows of the input embedding matrix (the model can embed ids below this)
+    #: rows of the input embedding matrix (the model can embed ids below this); for a checkpoint folder with
+    #: an adapter that carries its own embedding matrices, the adapter's rows (what the loaded model has)
     embedding_rows: Any = None
     #: ``vocab_size`` of the model (text) config
     vocab_size: Any = None
@@ -70,6 +71,13 @@ class TokenLayout:
     template_starts_with_bos: bool | None = None
     #: the model is an encoder-decoder (config ``is_encoder_decoder``): prompts ending in eos are normal there
     encoder_decoder: bool = False
+    #: checkpoint folders only: rows per matrix (``input_embeddings``, ``output_embeddings`` when untied) of the
+    #: base checkpoint's weights, and of the matrices a peft adapter carries (none for a plain LoRA adapter)
+    base_rows: dict[str, int] = field(default_factory=dict)
+    adapter_rows: dict[str, int] = field(default_factory=dict)
+    #: the tokenizer's saved ``padding_side`` (``tokenizer_config.json``; a live tokenizer: what save_pretrained
+    #: would write), None when not saved (the tokenizer class's default applies)
+    padding_side: str | None = None
 
     def source(self, name: str) -> dict[str, Any] | None:
         value: dict[str, Any] | None = getattr(self, name)

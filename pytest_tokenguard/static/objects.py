@@ -130,6 +130,11 @@ def layout_from_objects(model_or_config: Any, tokenizer: Any = None, generation_
     )
     if tokenizer is not None:
         layout.adds_bos, layout.adds_eos = encoding_edges(tokenizer)
+        # what save_pretrained writes to tokenizer_config.json (init kwargs, with their current values) and what
+        # loading a folder gives back: a padding side the tokenizer merely defaults to is not claimed
+        init_kwargs = getattr(tokenizer, "init_kwargs", None) or {}
+        side = getattr(tokenizer, "padding_side", None) if "padding_side" in init_kwargs else None
+        layout.padding_side = side if side in ("left", "right") else None
         template = getattr(tokenizer, "chat_template", None)
         if template:
             variables = {f"{name}_token": getattr(tokenizer, f"{name}_token", None) for name in NAMED_SPECIALS}
