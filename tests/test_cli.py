@@ -176,8 +176,12 @@ def test_cli_agrees_on_misaligned_checkpoints(
 # -- exit codes and output ---------------------------------------------------------------------------------------
 
 
-def test_clean_checkpoint_exits_0(saved: dict[str, Saved], capsys: pytest.CaptureFixture[str]) -> None:
-    run = run_cli(capsys, "check", saved["gemma-2-2b-it"].path, "--strict")
+def test_clean_checkpoint_exits_0(saved: dict[str, Saved], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Gemma-2-it as shipped: both stop ids in its eos lists, but the tokenizer eos <eos> is not the end of turn
+    assert [(f["code"], f["severity"]) for f in saved["gemma-2-2b-it"].findings] == [("TG212", "warning")]
+    model, tokenizer = zoo.build("gemma-2-2b-it")
+    tokenizer.eos_token = "<end_of_turn>"  # TG212's fix: servers stop on the end of turn
+    run = run_cli(capsys, "check", save(model, tokenizer, tmp_path / "gemma").path, "--strict")
     assert (run.rc, run.err) == (0, "")
     assert "no findings" in run.out
     assert run.out.endswith("ok: 0 error(s), 0 warning(s) (strict: warnings fail)\n")

@@ -18,7 +18,14 @@ from typing import Any
 
 from pytest_tokenguard.guard.catalog import classify, parse_updated_tokens
 from pytest_tokenguard.static.layout import FIELDS, TOKEN_ID_ATTRIBUTES, TokenLayout, id_list, valid_ids
-from pytest_tokenguard.static.objects import base_model, layout_from_objects, text_config, tokenizer_end_of_turn, unwrap_tokenizer
+from pytest_tokenguard.static.objects import (
+    base_model,
+    layout_from_objects,
+    special_ids,
+    text_config,
+    tokenizer_end_of_turn,
+    unwrap_tokenizer,
+)
 
 _TRAP_LOCK = threading.RLock()  # re-entrant: a tokenizer property may predict again
 
@@ -241,14 +248,20 @@ _TOKEN_KEYWORDS = frozenset(TOKEN_ID_ATTRIBUTES)
 
 def generation_config_ids(model: Any, tokenizer: Any) -> dict[str, Any]:
     """The bos/eos/pad ids ``generation_config_for`` uses (pure reading, no GenerationConfig)."""
-    config = text_config(base_model(model).config)
+    inner = base_model(model)
+    config = text_config(inner.config)
     tok = unwrap_tokenizer(tokenizer)
     eot = _end_of_turn_id(tok)
+    # stop ids the existing generation config declares that are the tokenizer's special tokens stay: they are
+    # deliberate (<|tool_response>: without it tool calls run on)
+    current = getattr(getattr(inner, "generation_config", None), "eos_token_id", None)
+    specials = special_ids(tok) if tok is not None else frozenset()
     eos = _dedupe(
         [
             *valid_ids(getattr(config, "eos_token_id", None)),
             *valid_ids(getattr(tok, "eos_token_id", None)),
             *([eot] if eot is not None else []),
+            *(v for v in valid_ids(current) if v in specials),
         ]
     )
 

@@ -96,6 +96,20 @@ STATIC_CODES: dict[str, StaticCode] = {
             "save the inference tokenizer with padding_side='left' (tokenizer.padding_side = 'left' before "
             "save_pretrained), or pad prompts on the left before batched generate()",
         ),
+        StaticCode(
+            "TG212",
+            "the tokenizer eos is not the chat end of turn (servers stop on the tokenizer eos)",
+            "error / warning",
+            "set the tokenizer's eos_token to the chat end of turn (tokenizer.eos_token = '<end-of-turn token>') before "
+            "saving or converting; keep both ids in generation_config.eos_token_id",
+        ),
+        StaticCode(
+            "TG213",
+            "an encoder-decoder without decoder_start_token_id",
+            "error / warning",
+            "set model.config.decoder_start_token_id (BART: eos 2; T5: pad 0; bert2bert: tokenizer.cls_token_id) and "
+            "the generation config's to the same id",
+        ),
         # TG3xx: what the model sees (sequence checks in sequences.py; TG301/TG302 also predicted statically)
         StaticCode(
             "TG301",
@@ -328,7 +342,8 @@ def check_layout(layout: TokenLayout) -> Report:
             cfg, gen = model[name], generation[name]
             if name == "eos":
                 expected = set(valid_ids(cfg)) | set(valid_ids(tok)) | ({eot_id} if eot_id is not None else set())
-                extra = [v for v in valid_ids(gen) if v not in expected]
+                # a declared special token in the list is a deliberate stop id (e.g. <|tool_response>: tool calls)
+                extra = [v for v in valid_ids(gen) if v not in expected and v not in layout.special_ids]
                 if extra:
                     found.append(
                         _finding(
@@ -497,6 +512,8 @@ def check_layout(layout: TokenLayout) -> Report:
 
     _adapter_rows(layout, found)
     _padding_side(layout, found)
+    _serving_stop(layout, found)
+    _decoder_start(layout, found)
     _prompt_edges(layout, found)
     found.sort(key=lambda f: f.code)  # stable: per-field order kept within a code
     return report
@@ -551,6 +568,73 @@ def _padding_side(layout: TokenLayout, found: list[StaticFinding]) -> None:
             "the tokenizer pads on the right: batched generate() continues the shorter prompts from pad tokens",
         )
     )
+
+
+def _serving_stop(layout: TokenLayout, found: list[StaticFinding]) -> None:
+    """TG212: vLLM, llama.cpp's GGUF conversion and mlx-lm take the tokenizer's eos as the stop token; a chat
+    model whose tokenizer eos is not its end of turn runs past each turn there (a merge or re-save that rewrote
+    ``eos_token``). **error** when the generation eos ids do not stop on both (nothing saves it); **warning**
+    when they do (transformers and servers that read generation_config.json stop; tools that read only the
+    tokenizer do not)."""
+    tokenizer, turn = layout.tokenizer, layout.end_of_turn
+    if tokenizer is None or turn is None or not is_id(tokenizer["eos"]) or tokenizer["eos"] == turn[1]:
+        return
+    eos, eot, d = tokenizer["eos"], turn[1], layout.describe
+    source = layout.generation if layout.generation is not None else layout.model
+    stops = valid_ids(source["eos"]) if source is not None else []
+    covered = eos in stops and eot in stops
+    where = "generation eos" if layout.generation is not None else "model config eos"
+    found.append(
+        _finding(
+            "TG212",
+            "warning" if covered else "error",
+            "eos",
+            {"tokenizer": eos, "chat_template": eot, "generation" if layout.generation is not None else "model": stops},
+            f"tokenizer eos {d(eos)} is not the chat end of turn {d(eot)}: servers that stop on the tokenizer eos "
+            + (
+                f"alone (a llama.cpp GGUF, mlx-lm without generation_config.json) run past each turn; the {where} "
+                f"{d(stops)} stops on both"
+                if covered
+                else f"(vLLM, llama.cpp, mlx-lm) run past each turn, and the {where} {d(stops)} does not stop on both"
+            ),
+        )
+    )
+
+
+def _decoder_start(layout: TokenLayout, found: list[StaticFinding]) -> None:
+    """TG213: an encoder-decoder's decoder starts from ``decoder_start_token_id``. Training shifts the labels right
+    with the model config's (``shift_tokens_right`` raises ``ValueError`` without it) and ``generate()`` starts
+    from the generation config's (falling back to its bos). **error** when the model config has none (training
+    raises) or generation has nothing to start from; **warning** when the two configs start from different ids."""
+    if not layout.encoder_decoder:
+        return
+    model_start, generation_start = layout.decoder_start.get("model"), layout.decoder_start.get("generation")
+    generation_bos = layout.generation["bos"] if layout.generation is not None else None
+    values = {"model": model_start, "generation": generation_start}
+    if not is_id(model_start):
+        found.append(
+            _finding(
+                "TG213",
+                "error",
+                "decoder_start",
+                values,
+                "model config decoder_start_token_id is not set: training an encoder-decoder shifts the labels right "
+                "from it (shift_tokens_right raises ValueError)"
+                + ("" if is_id(generation_start) or is_id(generation_bos) else ", and generate() has no start id either"),
+            )
+        )
+    elif layout.generation is not None and is_id(generation_start) and generation_start != model_start:
+        d = layout.describe
+        found.append(
+            _finding(
+                "TG213",
+                "warning",
+                "decoder_start",
+                values,
+                f"generation config decoder_start_token_id {d(generation_start)} vs model config {d(model_start)}: "
+                "generate() starts from another id than training taught",
+            )
+        )
 
 
 def _prompt_edges(layout: TokenLayout, found: list[StaticFinding]) -> None:

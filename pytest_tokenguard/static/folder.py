@@ -48,6 +48,10 @@ class _Tokenizer:
     edges: tuple[list[str], list[str]] | None = None
     #: ``padding_side`` saved in tokenizer_config.json (None: not saved; the tokenizer class's default decides)
     padding_side: str | None = None
+    #: ids of added tokens flagged ``"special": true`` (tokenizer.json ``added_tokens``, ``added_tokens_decoder``)
+    special_ids: frozenset[int] = frozenset()
+    #: what the report should say about how the tokenizer was read
+    notes: list[str] = field(default_factory=list)
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -258,12 +262,35 @@ class _TokenizerJson:
         return value
 
 
+def _sentencepiece(folder: Path, files: list[str], notes: list[str]) -> dict[str, int] | None:
+    """Piece -> id of ``tokenizer.model`` (a SentencePiece-only folder, no ``tokenizer.json``), read with the
+    ``sentencepiece`` package as transformers' slow tokenizers do; None (and a note) without the package or the
+    file. The ids of special tokens named in ``tokenizer_config.json`` come from here when
+    ``added_tokens_decoder`` does not list them. Raises :class:`FolderError` for a file SentencePiece cannot load."""
+    path = folder / "tokenizer.model"
+    if not os.path.lexists(path):
+        return None
+    try:
+        import sentencepiece
+    except ImportError:
+        notes.append(f"{path}: not read (install sentencepiece): special-token ids from tokenizer_config.json only")
+        return None
+    processor = sentencepiece.SentencePieceProcessor()
+    try:
+        processor.Load(str(path))
+    except (OSError, RuntimeError) as exc:
+        raise FolderError(f"{path}: not a SentencePiece model ({exc})") from None
+    files.append(str(path))
+    return {processor.IdToPiece(index): index for index in range(processor.GetPieceSize())}
+
+
 def _read_tokenizer(folder: Path) -> _Tokenizer | None:
     config_path, json_path = folder / "tokenizer_config.json", folder / "tokenizer.json"
     have_config, have_json = os.path.lexists(config_path), os.path.lexists(json_path)
     if not have_config and not have_json:
         return None
     files: list[str] = []
+    notes: list[str] = []
     config: dict[str, Any] = {}
     if have_config:
         config = read_json(config_path)
@@ -274,6 +301,7 @@ def _read_tokenizer(folder: Path) -> _Tokenizer | None:
 
     strings: dict[str, int] = {}
     by_id: dict[int, str] = {}
+    special: set[int] = set()
     backend = None
     if have_json:
         backend = _TokenizerJson(json_path)
@@ -282,6 +310,8 @@ def _read_tokenizer(folder: Path) -> _Tokenizer | None:
             if not isinstance(entry, Mapping):
                 raise FolderError(f"{json_path}: each added token must be an object, got {entry!r}")
             _add_string(strings, by_id, entry.get("content"), entry.get("id"), json_path)
+            if entry.get("special") is True and is_id(entry.get("id")):
+                special.add(entry["id"])
     decoder = config.get("added_tokens_decoder", {})
     if not isinstance(decoder, Mapping):
         raise FolderError(f"{config_path}: added_tokens_decoder must be an object")
@@ -292,7 +322,10 @@ def _read_tokenizer(folder: Path) -> _Tokenizer | None:
             raise FolderError(f"{config_path}: added_tokens_decoder key {key!r} is not an id") from None
         content = entry.get("content") if isinstance(entry, Mapping) else None
         _add_string(strings, by_id, content, added_id, config_path)
+        if isinstance(entry, Mapping) and entry.get("special") is True:
+            special.add(added_id)
 
+    pieces = _sentencepiece(folder, files, notes) if backend is None else None
     variables: dict[str, str | None] = {}
     ids: dict[str, Any] = {}
     for name in NAMED_SPECIALS:
@@ -308,13 +341,19 @@ def _read_tokenizer(folder: Path) -> _Tokenizer | None:
             token_id = strings.get(text)
             if token_id is None and backend is not None:
                 token_id = backend.lookup(text)
+            if token_id is None and pieces is not None:
+                token_id = pieces.get(text)
             if token_id is not None:
                 strings.setdefault(text, token_id)
+                if is_id(token_id):
+                    special.add(token_id)  # the named special tokens are special tokens, flagged or not
         if name in FIELDS:
             ids[name] = token_id
 
     highest = max([backend.highest if backend and backend.highest is not None else -1, *by_id], default=-1)
-    length = highest + 1 if (backend is not None or by_id) and highest >= 0 else None
+    if pieces:  # a SentencePiece model: its pieces are the vocabulary, added tokens follow
+        highest = max(highest, len(pieces) - 1)
+    length = highest + 1 if (backend is not None or by_id or pieces) and highest >= 0 else None
 
     template: Any = config.get("chat_template")
     jinja_path = folder / "chat_template.jinja"
@@ -337,7 +376,7 @@ def _read_tokenizer(folder: Path) -> _Tokenizer | None:
     padding_side = config.get("padding_side")
     if padding_side is not None and padding_side not in ("left", "right"):
         raise FolderError(f'{config_path}: padding_side must be "left" or "right", got {padding_side!r}')
-    return _Tokenizer(ids, strings, length, template, variables, files, backend, edges, padding_side)
+    return _Tokenizer(ids, strings, length, template, variables, files, backend, edges, padding_side, frozenset(special), notes)
 
 
 def post_processor_edges(post: Any) -> tuple[list[str], list[str]]:
@@ -465,14 +504,21 @@ def read_folder(path: str | Path, adapter: str | Path | None = None) -> FolderLa
         vocab_size=vocab_size,
         encoder_decoder=config.get("is_encoder_decoder") is True,
     )
+    if layout.encoder_decoder:
+        layout.decoder_start = {
+            "model": config.get("decoder_start_token_id"),
+            "generation": generation.get("decoder_start_token_id") if generation is not None else None,
+        }
     if generation is None:
         layout.notes.append("no generation_config.json: generation checks use the model config")
     if tokenizer is None:
         layout.notes.append("no tokenizer files (tokenizer.json / tokenizer_config.json): tokenizer checks skipped")
     else:
         files.extend(tokenizer.files)
+        layout.notes.extend(tokenizer.notes)
         layout.tokenizer_length = tokenizer.length
         layout.padding_side = tokenizer.padding_side
+        layout.special_ids = tokenizer.special_ids
         if tokenizer.template:
             layout.end_of_turn, note = end_of_turn(tokenizer.template, tokenizer.strings, tokenizer.variables)
             if note:

@@ -75,6 +75,11 @@ class TokenLayout:
     #: base checkpoint's weights, and of the matrices a peft adapter carries (none for a plain LoRA adapter)
     base_rows: dict[str, int] = field(default_factory=dict)
     adapter_rows: dict[str, int] = field(default_factory=dict)
+    #: ids of the tokenizer's declared special tokens (added tokens flagged ``special``, and the named ones):
+    #: deliberate stop ids such as ``<|tool_response>`` are among them
+    special_ids: frozenset[int] = frozenset()
+    #: encoder-decoders: ``decoder_start_token_id`` of the model config (top level) and of the generation config
+    decoder_start: dict[str, Any] = field(default_factory=dict)
     #: the tokenizer's saved ``padding_side`` (``tokenizer_config.json``; a live tokenizer: what save_pretrained
     #: would write), None when not saved (the tokenizer class's default applies)
     padding_side: str | None = None

@@ -66,6 +66,20 @@ def _special_strings(tokenizer: Any) -> dict[str, int]:
     return strings
 
 
+def special_ids(tokenizer: Any) -> frozenset[int]:
+    """Ids of the tokenizer's declared special tokens: added tokens flagged ``special`` (``added_tokens_decoder``)
+    and the named ones (bos/eos/pad/unk ...), as the folder reader collects them from the saved files."""
+    ids: set[int] = set()
+    decoder = getattr(tokenizer, "added_tokens_decoder", None)
+    if isinstance(decoder, dict):
+        ids.update(i for i, token in decoder.items() if isinstance(i, int) and getattr(token, "special", False) is True)
+    for name in NAMED_SPECIALS:
+        token_id = getattr(tokenizer, f"{name}_token_id", None)
+        if isinstance(token_id, int) and not isinstance(token_id, bool):
+            ids.add(token_id)
+    return frozenset(ids)
+
+
 def tokenizer_end_of_turn(tokenizer: Any, strings: dict[str, int] | None = None) -> tuple[tuple[str, int] | None, str | None]:
     """The chat template's end-of-turn ``(token, id)`` (or ``None`` and why); no template -> ``(None, None)``."""
     template = getattr(tokenizer, "chat_template", None)
@@ -128,6 +142,12 @@ def layout_from_objects(model_or_config: Any, tokenizer: Any = None, generation_
         vocab_size=getattr(config, "vocab_size", None),
         encoder_decoder=getattr(model.config if is_model else model, "is_encoder_decoder", False) is True,
     )
+    if layout.encoder_decoder:
+        top = model.config if is_model else model
+        layout.decoder_start = {
+            "model": getattr(top, "decoder_start_token_id", None),
+            "generation": getattr(generation_config, "decoder_start_token_id", None) if generation_config is not None else None,
+        }
     if tokenizer is not None:
         layout.adds_bos, layout.adds_eos = encoding_edges(tokenizer)
         # what save_pretrained writes to tokenizer_config.json (init kwargs, with their current values) and what
@@ -135,6 +155,7 @@ def layout_from_objects(model_or_config: Any, tokenizer: Any = None, generation_
         init_kwargs = getattr(tokenizer, "init_kwargs", None) or {}
         side = getattr(tokenizer, "padding_side", None) if "padding_side" in init_kwargs else None
         layout.padding_side = side if side in ("left", "right") else None
+        layout.special_ids = special_ids(tokenizer)
         template = getattr(tokenizer, "chat_template", None)
         if template:
             variables = {f"{name}_token": getattr(tokenizer, f"{name}_token", None) for name in NAMED_SPECIALS}
