@@ -15,6 +15,9 @@ from typing import Any
 
 _REPLY = "TOKENGUARD_ASSISTANT_REPLY"
 _MESSAGES = [{"role": "user", "content": "TOKENGUARD_USER_TURN"}, {"role": "assistant", "content": _REPLY}]
+#: the same exchange with content as a list of parts, as multimodal processors' templates expect (Idefics3, LLaVA,
+#: Qwen2-VL, Gemma-3 render nothing, or fail, for string content)
+_PARTS_MESSAGES = [{"role": m["role"], "content": [{"type": "text", "text": m["content"]}]} for m in _MESSAGES]
 
 
 def pick_template(template: Any) -> str | None:
@@ -63,7 +66,25 @@ def _compile(template: str) -> Any:
 
 
 def _render(template: str, variables: Mapping[str, Any]) -> str:
-    return str(_compile(template).render(messages=_MESSAGES, add_generation_prompt=False, **variables))
+    """The probe exchange rendered with string content, or, where that does not show the reply (a template that
+    iterates over content parts), with content parts. Raises what rendering the first form raised when neither
+    form shows the reply."""
+    compiled = _compile(template)
+    try:
+        rendered = str(compiled.render(messages=_MESSAGES, add_generation_prompt=False, **variables))
+    except Exception:
+        rendered, error = "", True
+    else:
+        error = False
+    if _REPLY in rendered:
+        return rendered
+    try:
+        parts = str(compiled.render(messages=_PARTS_MESSAGES, add_generation_prompt=False, **variables))
+    except Exception:
+        parts = ""
+    if _REPLY in parts or not error:
+        return parts if _REPLY in parts else rendered
+    return str(compiled.render(messages=_MESSAGES, add_generation_prompt=False, **variables))  # raises again
 
 
 def end_of_turn(
