@@ -11,13 +11,16 @@ import copy
 import functools
 import json
 import pickle
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pytest_tokenguard.static.alignment import current_alignment, predict_trainer_alignment
+from pytest_tokenguard.static.checks import StaticFinding
 from pytest_tokenguard.static.layout import FIELDS, valid_ids
 from pytest_tokenguard.static.objects import base_model, layout_from_objects, tokenizer_end_of_turn
+from pytest_tokenguard.static.weights import INPUT, OUTPUT
 from pytest_tokenguard.suite import zoo
 
 #: The character-chat app's sampling (max_new_tokens, min_new_tokens, temperature, ...).
@@ -33,6 +36,9 @@ APP_SAMPLING: dict[str, Any] = dict(
 )
 USER_PREFIX = "model:"
 DEDICATED_PAD = "<|tg_pad|>"
+#: weight files of a base checkpoint / of a peft adapter, in the order transformers / peft prefer them
+BASE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 PROMPTS = ("Hi.", "Who led the people out of Egypt?", "Tell me, in a few words, what you carried down the mountain.")
 
 
@@ -47,6 +53,8 @@ class Subject:
     data: dict[str, Any] | None
     #: the user's checkpoint folder (the base the adapter is reloaded onto)
     path: Path | None = None
+    #: how the user's checkpoint was loaded (None for a zoo family)
+    loading: Loading | None = None
 
     @property
     def is_user_checkpoint(self) -> bool:
@@ -57,18 +65,190 @@ def subject_names(model_path: str | None) -> list[str]:
     return [USER_PREFIX + Path(model_path).resolve().name] if model_path else zoo.families()
 
 
+@dataclass(frozen=True)
+class Loading:
+    """How the suite loaded the user's checkpoint (``--tokenguard-model`` / ``--tokenguard-adapter``), decided
+    once per run before any step: the resize an adapter with its own embedding matrices needs, or why the
+    checkpoint does not load at all."""
+
+    #: TG210 as the folder check reports it: the adapter's own embedding matrices differ from the base's
+    finding: StaticFinding | None = None
+    #: (base rows, adapter rows): the base was resized to the adapter's rows before ``PeftModel.from_pretrained``
+    resized: tuple[int, int] | None = None
+    #: why the checkpoint does not load, naming the file: the ``static_check`` step fails with it, the others skip
+    problem: str | None = None
+    #: the problem is TG210 itself: the adapter's rows differ from the base's and no resize of the base fits
+    rows_problem: bool = False
+
+    @property
+    def resize_to(self) -> int | None:
+        """The rows the base was resized to before loading the adapter (None: not resized)."""
+        return self.resized[1] if self.resized is not None else None
+
+    @property
+    def tg210(self) -> str | None:
+        """TG210 as the table marks it: ``TG210~`` where the suite resized the base (allowed: handled as every user of
+        the adapter must), ``TG210!`` where it cannot, ``TG210`` where only the folder check saw it, else None."""
+        if self.resized is not None:
+            return "TG210~"
+        if self.rows_problem:
+            return "TG210!"
+        return "TG210" if self.finding is not None else None
+
+    @property
+    def notes(self) -> list[str]:
+        """What the summary table prints under the ``static_check`` step."""
+        notes = []
+        if self.resized is not None:
+            before, rows = self.resized
+            notes.append(
+                f"TG210: the adapter carries its own {rows}-row embedding matrices and the base has {before} rows: "
+                f"the suite resized the base to {rows} (model.resize_token_embeddings({rows})) before "
+                "PeftModel.from_pretrained, as every user of this adapter must"
+            )
+        if self.problem is not None:
+            notes.append(self.problem.splitlines()[0])
+        return notes
+
+    @property
+    def skip_reason(self) -> str:
+        """Why a step that needs the loaded checkpoint is skipped: the file the problem names, static_check says why."""
+        named = (self.problem or "").split(": ", 1)[0]
+        return f"the checkpoint does not load ({named}): static_check says why"
+
+
+class CheckpointLoadError(Exception):
+    """The user's checkpoint does not load; the message names the file (``Loading.problem``)."""
+
+
+def resize_plan(base_rows: Mapping[str, int], adapter_rows: Mapping[str, int]) -> tuple[int | None, str | None]:
+    """What to do before ``PeftModel.from_pretrained`` when an adapter carries its own embedding matrices:
+    ``(rows, None)`` to resize the base to ``rows`` first, ``(None, None)`` when nothing is needed, or
+    ``(None, why not)`` when no resize makes it load.
+
+    ``base_rows`` / ``adapter_rows`` map ``input_embeddings`` / ``output_embeddings`` to rows (the base's as loaded,
+    a tied base having no output entry; the adapter's from its safetensors header). ``resize_token_embeddings``
+    gives both matrices one count, so the adapter's must agree; and a base is only grown: a base with more rows
+    than the adapter is not the one the adapter was saved from (or was resized since), and shrinking it would drop
+    rows its tokenizer may use."""
+    wanted = sorted(set(adapter_rows.values()))
+    if not wanted:
+        return None, None
+    if len(wanted) > 1:
+        listed = ", ".join(f"{_MATRICES.get(name, name)} {rows}" for name, rows in sorted(adapter_rows.items()))
+        return None, f"the adapter's own embedding matrices disagree ({listed}): no single resize of the base fits them"
+    rows = wanted[0]
+    have = {name: base_rows.get(name, base_rows.get(INPUT)) for name in adapter_rows}
+    known = {name: count for name, count in have.items() if count is not None}
+    larger = {name: count for name, count in known.items() if count > rows}
+    if larger:
+        listed = ", ".join(f"{_MATRICES.get(name, name)} {count}" for name, count in sorted(larger.items()))
+        return None, (
+            f"the base has more rows ({listed}) than the adapter's own embedding matrices ({rows}): the adapter was "
+            "saved from another base, or this base was resized since; the suite grows a base to an adapter's rows but "
+            f"does not shrink one (that would drop rows {rows}..{max(larger.values()) - 1}): load the adapter onto "
+            "the base it was saved from"
+        )
+    return (rows, None) if any(count < rows for count in known.values()) else (None, None)
+
+
+_MATRICES = {INPUT: "input embeddings", OUTPUT: "output head"}
+
+
+def embedding_rows(model: Any) -> dict[str, int]:
+    """Rows of a loaded model's input embeddings and, when it has its own (untied), output head."""
+    inner = base_model(model)
+    embeddings, head = inner.get_input_embeddings(), inner.get_output_embeddings()
+    rows: dict[str, int] = {}
+    if embeddings is not None:
+        rows[INPUT] = int(embeddings.weight.shape[0])
+    if head is not None and (embeddings is None or head.weight is not embeddings.weight):
+        rows[OUTPUT] = int(head.weight.shape[0])
+    return rows
+
+
+def resize_base(model: Any, rows: int) -> None:
+    """``model.resize_token_embeddings(rows)``, to exactly ``rows`` (``pad_to_multiple_of=rows``: the rows are the
+    adapter's, not ours to round, and transformers' rounding hint, TG140, would be noise). No mean resizing: the
+    adapter's matrices replace the rows they carry."""
+    model.resize_token_embeddings(rows, pad_to_multiple_of=rows, mean_resizing=False)
+
+
+def _summary(exc: BaseException, limit: int = 400) -> str:
+    """``Type: message`` on one line (a multi-line message joined with ``;``), at most ``limit`` characters."""
+    text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _first_present(folder: Path, names: tuple[str, ...]) -> Path:
+    return next((folder / name for name in names if (folder / name).exists()), folder / names[0])
+
+
+@dataclass(frozen=True)
+class _Pristine:
+    loading: Loading
+    model: Any = None
+    tokenizer: bytes = b""
+
+
 @functools.cache
-def _user_pristine(path: str, adapter: str | None) -> tuple[Any, bytes]:
+def _user_pristine(path: str, adapter: str | None) -> _Pristine:
+    """The user's checkpoint, loaded once per process: the base, its tokenizer (the adapter's where the adapter folder
+    has one) and the adapter, onto the base resized first where the adapter's own embedding matrices have more rows.
+    Every failure becomes ``Loading.problem`` naming the file (and is cached as such), never an exception."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model: Any = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
-    tokenizer_dir = adapter if adapter and _has_tokenizer(Path(adapter)) else path
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
-    if adapter:
-        from peft import PeftModel
+    from pytest_tokenguard.static.checks import check_layout
+    from pytest_tokenguard.static.folder import FolderError, read_folder
 
+    base_dir = Path(path)
+    try:
+        model: Any = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+    except Exception as exc:  # whatever the user's files raise is this step's finding, not a traceback
+        weights = _first_present(base_dir, BASE_WEIGHTS)
+        problem = f"{weights}: the base checkpoint does not load (AutoModelForCausalLM.from_pretrained): {_summary(exc)}"
+        return _Pristine(Loading(problem=problem))
+    tokenizer_dir = Path(adapter) if adapter and _has_tokenizer(Path(adapter)) else base_dir
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+    except Exception as exc:
+        where = "the checkpoint folder" + (" or the adapter folder" if adapter else "")
+        missing = "" if _has_tokenizer(tokenizer_dir) else f", no tokenizer.json or tokenizer_config.json in {where}"
+        problem = f"{tokenizer_dir}: the tokenizer does not load (AutoTokenizer.from_pretrained{missing}): {_summary(exc)}"
+        return _Pristine(Loading(problem=problem))
+    if not adapter:
+        return _Pristine(Loading(), model, pickle.dumps(tokenizer))
+
+    from peft import PeftModel
+
+    weights = _first_present(Path(adapter), ADAPTER_WEIGHTS)
+    try:
+        layout = read_folder(path, adapter).layout
+    except FolderError as exc:  # checked when the options were read; the files may have changed since
+        return _Pristine(Loading(problem=str(exc)))
+    finding = next((f for f in check_layout(layout).findings if f.code == "TG210"), None)
+    before = embedding_rows(model)
+    rows, why_not = resize_plan(before, layout.adapter_rows)
+    if why_not is not None:
+        problem = f"{weights}: {why_not}" + (f"\n{finding}" if finding is not None else "")
+        return _Pristine(Loading(finding, problem=problem, rows_problem=True))
+    resized = None
+    if rows is not None:
+        resize_base(model, rows)
+        resized = (before.get(INPUT, min(before.values())), rows)  # (a plan to resize means rows were known)
+    try:
         model = PeftModel.from_pretrained(model, adapter, is_trainable=True, local_files_only=True)
-    return model, pickle.dumps(tokenizer)
+    except Exception as exc:
+        after = f" resized to {rows} rows" if rows is not None else ""
+        problem = f"{weights}: the adapter does not load onto the base{after} (PeftModel.from_pretrained): {_summary(exc)}"
+        if weights.name == ADAPTER_WEIGHTS[1] and "size mismatch" in problem:  # a pickle's rows are not read beforehand
+            problem += (
+                f" ({weights.name} is never read before loading: where it carries resized embedding matrices, resize "
+                "the base to their rows before PeftModel.from_pretrained, or save the adapter as safetensors)"
+            )
+        return _Pristine(Loading(finding, resized, problem))
+    return _Pristine(Loading(finding, resized), model, pickle.dumps(tokenizer))
 
 
 def _has_tokenizer(folder: Path) -> bool:
@@ -76,13 +256,22 @@ def _has_tokenizer(folder: Path) -> bool:
 
 
 def load_subject(name: str, model_path: str | None = None, adapter_path: str | None = None) -> Subject:
-    """Fresh copies of a zoo family or of the user's checkpoint (each loaded once per process)."""
+    """Fresh copies of a zoo family or of the user's checkpoint (each loaded once per process). Raises
+    :class:`CheckpointLoadError` naming the file when the user's checkpoint does not load (see :func:`user_loading`)."""
     if name.startswith(USER_PREFIX):
         assert model_path is not None
-        model, tokenizer = _user_pristine(model_path, adapter_path)
-        return Subject(name, copy.deepcopy(model), pickle.loads(tokenizer), None, Path(model_path))
+        pristine = _user_pristine(model_path, adapter_path)
+        if pristine.loading.problem is not None:
+            raise CheckpointLoadError(pristine.loading.problem)
+        model, tokenizer = copy.deepcopy(pristine.model), pickle.loads(pristine.tokenizer)
+        return Subject(name, model, tokenizer, None, Path(model_path), pristine.loading)
     model, tokenizer = zoo.build(name)
     return Subject(name, model, tokenizer, zoo.layout(name))
+
+
+def user_loading(model_path: str, adapter_path: str | None) -> Loading:
+    """How the user's checkpoint loads (loading it once per process): the resize it needed, or why it does not."""
+    return _user_pristine(model_path, adapter_path).loading
 
 
 def checkpoint_problem(model_path: str, adapter_path: str | None) -> str | None:
@@ -95,16 +284,13 @@ def checkpoint_problem(model_path: str, adapter_path: str | None) -> str | None:
         return str(exc)
     if not weights_present(Path(model_path)):
         return f"{Path(model_path)}: no weights (model.safetensors, pytorch_model.bin or a sharded index)"
-    if adapter_path and not any(
-        (Path(adapter_path) / name).exists() for name in ("adapter_model.safetensors", "adapter_model.bin")
-    ):
+    if adapter_path and not any((Path(adapter_path) / name).exists() for name in ADAPTER_WEIGHTS):
         return f"{Path(adapter_path)}: no adapter weights (adapter_model.safetensors or adapter_model.bin)"
     return None
 
 
 def weights_present(folder: Path) -> bool:
-    names = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-    return any((folder / name).exists() for name in names)
+    return any((folder / name).exists() for name in BASE_WEIGHTS)
 
 
 # --- training ---------------------------------------------------------------------------------------------
