@@ -721,3 +721,18 @@ def test_a_corrupt_base_header_exits_2(tmp_path: Path, capsys: pytest.CaptureFix
     run = run_cli(capsys, "check", base)
     assert (run.rc, run.out) == (2, "")
     assert run.err.startswith(f"tokenguard: error: {base / 'model.safetensors'}: the safetensors header is not JSON: ")
+
+
+def test_an_adapter_with_fewer_rows_than_the_base_is_not_told_to_shrink_it() -> None:
+    layout = TokenLayout(
+        model={"bos": 1, "eos": 2, "pad": 0},
+        tokenizer={"bos": 1, "eos": 2, "pad": 0},
+        base_rows={"input_embeddings": 302},
+        adapter_rows={"input_embeddings": 300},
+        embedding_rows=300,
+    )
+    (finding,) = [f for f in check_layout(layout).findings if f.code == "TG210"]
+    assert finding.hint == (
+        "load the adapter onto the base it was saved from (300 rows): shrinking this base to 300 "
+        "(model.resize_token_embeddings) would drop rows its tokenizer may use"
+    )

@@ -547,7 +547,10 @@ def _adapter_rows(layout: TokenLayout, found: list[StaticFinding]) -> None:
             {"adapter": dict(adapter), "base": dict(base)},
             f"the adapter's own embedding matrices have {rows} rows and the base checkpoint's {had} ({detail}): "
             "loading the adapter onto this base (PeftModel.from_pretrained) fails with a size mismatch",
-            f"resize the base to {rows} before PeftModel.from_pretrained (model.resize_token_embeddings({rows}))",
+            f"resize the base to {rows} before PeftModel.from_pretrained (model.resize_token_embeddings({rows}))"
+            if rows > had
+            else f"load the adapter onto the base it was saved from ({rows} rows): shrinking this base to {rows} "
+            "(model.resize_token_embeddings) would drop rows its tokenizer may use",
         )
     )
 
