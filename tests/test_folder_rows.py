@@ -8,6 +8,7 @@ loaded objects, and the header reader's refusals (exit 2 naming the file, no tra
 
 from __future__ import annotations
 
+import inspect
 import json
 import pickle
 import shutil
@@ -140,6 +141,26 @@ def test_case_base_alone_reads_its_own_rows(capsys: pytest.CaptureFixture[str]) 
     assert data["layout"]["notes"] == []
 
 
+def case_unreadable() -> str | None:
+    """Why the installed transformers / peft cannot load the case's files (written by transformers 5 and peft
+    0.21.2: a ``TokenizersBackend`` tokenizer class, adapter_config keys older peft rejects), or None."""
+    try:
+        transformers.AutoTokenizer.from_pretrained(CASE / "base")
+        peft.PeftConfig.from_pretrained(CASE / "adapter")
+    except Exception as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+    return None
+
+
+CASE_UNREADABLE = case_unreadable()
+#: the case's files load only with the transformers and peft of their era; the folder check reads them anywhere
+NEEDS_CASE_LOADABLE = pytest.mark.skipif(
+    CASE_UNREADABLE is not None,
+    reason=f"the case was written by transformers 5 / peft 0.21.2 and this version cannot load it ({CASE_UNREADABLE})",
+)
+
+
+@NEEDS_CASE_LOADABLE
 def test_case_loading_fails_as_tg210_predicts_and_the_fix_works(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for adapter in ("adapter", "adapter-notok"):
         with pytest.raises(RuntimeError, match=r"size mismatch for .*embed_tokens\.weight.*\[302, 16\].*\[300, 16\]"):
@@ -347,6 +368,10 @@ def test_lora_on_the_embeddings_carries_the_rows_in_its_factors(tmp_path: Path, 
     assert without_tg210(data["findings"]) == object_findings(model, tokenizer_of(base))
 
 
+@pytest.mark.skipif(
+    "trainable_token_indices" not in inspect.signature(peft.LoraConfig).parameters,
+    reason="this peft has no trainable tokens (peft >= 0.15)",
+)
 def test_trainable_token_deltas_are_not_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = peft.LoraConfig(r=2, target_modules=["q_proj"], trainable_token_indices=[5, 7], task_type="CAUSAL_LM")
     base, adapter = save_llama_adapter(tmp_path, "trainable-tokens", config, None)

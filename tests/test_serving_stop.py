@@ -62,6 +62,8 @@ def test_original_is_clean_and_the_merge_is_flagged(capsys: pytest.CaptureFixtur
 @pytest.mark.parametrize("name", ["original", "merged"])
 def test_object_api_agrees_with_the_folder(name: str) -> None:
     model, tokenizer = _gemma4(CASE / name)
+    if not tokenizer.chat_template:  # the folder check reads chat_template.jinja whatever transformers is installed
+        pytest.skip("this transformers does not load chat_template.jinja (a file of transformers >= 4.50 folders)")
     folder = _codes(check_layout(read_folder(CASE / name).layout))
     assert _codes(check_special_tokens(model, tokenizer)) == folder
     assert ("TG212" in {code for code, _, _ in folder}) is (name == "merged")
