@@ -7,7 +7,7 @@ DEPS_STAMP := $(VENV)/.deps-installed
 PYTEST_ARGS ?=
 comma := ,
 
-.PHONY: demo test lint venv install bench matrix behaviour baseline-roundtrip clean
+.PHONY: demo test test-distributed lint venv install bench matrix behaviour baseline-roundtrip clean
 
 $(DEPS_STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,11 @@ demo: install
 	$(BIN)/python demo/run_demo.py
 
 test: install
-	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 -m "not distributed" $(PYTEST_ARGS)
+
+# torchrun / accelerate launch stories (two CPU ranks each, about a minute): .ci/run runs them after make test
+test-distributed: install
+	$(BIN)/python -m pytest -m distributed -p no:cacheprovider $(PYTEST_ARGS)
 
 # ruff check, ruff format --check, mypy strict over the package and the tests (pyproject.toml)
 LINT_STAMP := $(VENV)/.lint-installed

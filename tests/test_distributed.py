@@ -20,6 +20,7 @@ from pytest_tokenguard.guard import capture, routing  # noqa: F401  (idem)
 from tests.test_children import QWEN3_HEADLINE, QWEN3_UPDATED
 
 pytest_plugins = ("pytester",)
+pytestmark = pytest.mark.distributed
 
 SCRIPT = Path(__file__).parent / "data" / "children" / "ddp_train.py"
 
