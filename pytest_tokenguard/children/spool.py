@@ -80,11 +80,7 @@ class SessionInfo:
 
 
 def write_session(spool: str, info: SessionInfo) -> None:
-    lines = [f"{name}={getattr(info, name)}" for name in SessionInfo.__slots__]
-    temporary = os.path.join(spool, f".{SESSION_FILE}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
-    os.replace(temporary, os.path.join(spool, SESSION_FILE))
+    _write_atomic(spool, SESSION_FILE, "".join(f"{name}={getattr(info, name)}\n" for name in SessionInfo.__slots__))
 
 
 def read_session(spool: str) -> SessionInfo | None:
@@ -134,7 +130,9 @@ def write_record(spool: str, record: dict[str, Any]) -> bool:
     or unwritable (the session ended): never raises, a child must not break on it."""
     name = f"{time.time_ns():020d}-{os.getpid()}-{next(_sequence)}.json"
     try:
-        _write_atomic(spool, name, record)
+        import json
+
+        _write_atomic(spool, name, json.dumps(record, default=repr))
     except (OSError, TypeError, ValueError):
         return False
     try:  # after the rename: a session that sees the byte set finds the record
@@ -150,12 +148,11 @@ def write_record(spool: str, record: dict[str, Any]) -> bool:
     return True
 
 
-def _write_atomic(spool: str, name: str, data: Any) -> None:
-    import json
-
+def _write_atomic(spool: str, name: str, text: str) -> None:
+    """``text`` into ``spool/name`` through a hidden temporary file and a rename: a reader never sees half of it."""
     temporary = os.path.join(spool, f".{name}.tmp")
     with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, default=repr)
+        handle.write(text)
     os.replace(temporary, os.path.join(spool, name))
 
 
