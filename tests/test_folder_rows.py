@@ -255,6 +255,27 @@ CHATML_TOKENS = {
 }
 
 
+def tiny_qwen2(layers: int = 1) -> Any:
+    """A tied Qwen2 base of 300 rows for the CHATML_TOKENS tokenizer (no bos, eos 2, pad 0), with its generation
+    config."""
+    torch.manual_seed(0)
+    config = transformers.Qwen2Config(
+        vocab_size=300,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    base = transformers.Qwen2ForCausalLM(config)
+    base.generation_config = transformers.GenerationConfig(eos_token_id=2, pad_token_id=0)
+    return base
+
+
 def tiny_llama(vocab: int = 300) -> Any:
     torch.manual_seed(0)
     config = transformers.LlamaConfig(
@@ -277,21 +298,7 @@ def sharded_qwen(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tied Qwen2 base saved in 4 shards; an adapter saved with peft's default save_embedding_layers="auto" after
     adding 2 tokens and resizing with pad_to_multiple_of=8 (304 rows for a 302-token tokenizer), tokenizer beside it."""
     root = tmp_path_factory.mktemp("sharded")
-    torch.manual_seed(0)
-    config = transformers.Qwen2Config(
-        vocab_size=300,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    base = transformers.Qwen2ForCausalLM(config)
-    base.generation_config = transformers.GenerationConfig(eos_token_id=2, pad_token_id=0)
+    base = tiny_qwen2(layers=2)
     base.save_pretrained(root / "base", max_shard_size="8KB")
     tokenizer = zoo.build_tokenizer(CHATML_TOKENS)
     tokenizer.save_pretrained(root / "base")

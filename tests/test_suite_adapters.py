@@ -27,7 +27,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
-from tests.test_folder_rows import CASE_UNREADABLE  # noqa: E402
+from tests.test_folder_rows import CASE_UNREADABLE, CHATML_TOKENS, tiny_qwen2  # noqa: E402
 
 # The stories run on the case's files (written by transformers 5 and peft 0.21.2) and compare exact suite cells;
 # where this transformers or peft cannot load those files, every step is a load failure instead (which the
@@ -120,14 +120,6 @@ def test_case_adapter_runs_every_step_on_the_resized_base(tmp_path: Path, adapte
 
 # -- siblings built with peft ------------------------------------------------------------------------------------------
 
-CHATML_TOKENS = {
-    "length": 300,
-    "eos": ["<|im_end|>", 2],
-    "pad": ["<|endoftext|>", 0],
-    "end_of_turn": ["<|im_end|>", 2],
-    "chat_template": "chatml",
-}
-
 
 def save_adapter(model: Any, lora: Any, folder: Path, **kwargs: Any) -> None:
     with warnings.catch_warnings():
@@ -141,21 +133,7 @@ def qwen_grown(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tool-call tokens and resizing with pad_to_multiple_of=8 (304 rows for 302 tokens), LoRA on q/v with
     ``save_embedding_layers=True``, tokenizer beside it."""
     root = tmp_path_factory.mktemp("qwen-grown")
-    torch.manual_seed(0)
-    config = transformers.Qwen2Config(
-        vocab_size=300,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    base = transformers.Qwen2ForCausalLM(config)
-    base.generation_config = transformers.GenerationConfig(eos_token_id=2, pad_token_id=0)
+    base = tiny_qwen2(layers=1)
     base.save_pretrained(root / "base")
     tokenizer = zoo.build_tokenizer(CHATML_TOKENS)
     tokenizer.padding_side = "left"
