@@ -22,13 +22,12 @@ import huggingface_hub.constants
 import peft
 import transformers.trainer  # noqa: F401
 import trl
-from trl.trainer.sft_config import SFTConfig
 from trl.trainer.sft_trainer import SFTTrainer
 
 from pytest_tokenguard import versions
 from pytest_tokenguard.guard import calls
 from pytest_tokenguard.static.alignment import predict_trainer_alignment
-from pytest_tokenguard.suite import zoo
+from pytest_tokenguard.suite import support, zoo
 
 pytest_plugins = ("pytester",)
 
@@ -86,17 +85,7 @@ MISALIGNED = ("test_sft_messages_misaligned", "test_sft_text_misaligned", "test_
 
 
 def _sft_args(output_dir: Any) -> Any:
-    return SFTConfig(
-        output_dir=str(output_dir),
-        max_steps=1,
-        per_device_train_batch_size=2,
-        report_to=[],
-        use_cpu=True,
-        disable_tqdm=True,
-        save_strategy="no",
-        logging_steps=1,
-        max_length=32,
-    )
+    return support.sft_config(output_dir, max_length=32)
 
 
 @pytest.fixture(scope="module", autouse=True)

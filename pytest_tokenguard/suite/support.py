@@ -35,6 +35,26 @@ APP_SAMPLING: dict[str, Any] = dict(
     num_beams=1,
 )
 USER_PREFIX = "model:"
+
+
+def sft_config(output_dir: Any, *, max_length: int = 64) -> Any:
+    """trl's ``SFTConfig`` for one CPU step of two rows, no saving, no reporting (raises ``ImportError``
+    without trl)."""
+    from trl.trainer.sft_config import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(output_dir),
+        max_steps=1,
+        per_device_train_batch_size=2,
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        save_strategy="no",
+        logging_steps=1,
+        max_length=max_length,
+    )
+
+
 DEDICATED_PAD = "<|tg_pad|>"
 #: weight files of a base checkpoint / of a peft adapter, in the order transformers / peft prefer them
 BASE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")

@@ -170,7 +170,6 @@ def test_sft_trainer(subject: support.Subject, tokenguard: Any, tmp_path: Path, 
     pytest.importorskip("trl", reason="trl is not installed (the test extra: pip install 'pytest-tokenguard[test]')")
     datasets = pytest.importorskip("datasets", reason="datasets is not installed (trl's SFTTrainer needs it)")
     import huggingface_hub.constants
-    from trl.trainer.sft_config import SFTConfig
     from trl.trainer.sft_trainer import SFTTrainer
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_TELEMETRY", True)  # no usage report to the hub
@@ -181,17 +180,7 @@ def test_sft_trainer(subject: support.Subject, tokenguard: Any, tmp_path: Path, 
         support.align_with_own_pad(model, tokenizer)
         residual = residual_updates(subject, tokenguard)
     dataset = datasets.Dataset.from_list([{"text": text} for text in support.training_texts(tokenizer)])
-    args = SFTConfig(
-        output_dir=str(tmp_path),
-        max_steps=1,
-        per_device_train_batch_size=2,
-        report_to=[],
-        use_cpu=True,
-        disable_tqdm=True,
-        save_strategy="no",
-        logging_steps=1,
-        max_length=64,
-    )
+    args = support.sft_config(tmp_path)
     with expecting_trainer_updates(tokenguard, residual):
         SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer).train()
     assert "TG102" not in {f.code for f in tokenguard.records}

@@ -266,10 +266,18 @@ def chat_texts(tokenizer: Any, lines: tuple[tuple[str, str], ...] = CHAT_LINES) 
 
 
 def lora_train(
-    model: Any, tokenizer: Any, output_dir: str | Path, *, steps: int = 2, lora: bool = True, texts: list[str] | None = None
+    model: Any,
+    tokenizer: Any,
+    output_dir: str | Path,
+    *,
+    steps: int = 2,
+    lora: bool = True,
+    texts: list[str] | None = None,
+    **training_args: Any,
 ) -> Any:
     """Trainer (+ peft LoRA on all linear layers) for ``steps`` steps on CPU over a few chat lines, with
-    ``DataCollatorForLanguageModeling``; returns the trained model (a ``PeftModel`` with ``lora``)."""
+    ``DataCollatorForLanguageModeling``; returns the trained model (a ``PeftModel`` with ``lora``).
+    ``training_args`` override the ``TrainingArguments`` (e.g. ``ddp_backend`` under torchrun)."""
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
     if lora and not hasattr(model, "peft_config"):
@@ -280,7 +288,7 @@ def lora_train(
         )
     texts = texts if texts is not None else chat_texts(tokenizer)
     encoded = [dict(tokenizer(text, truncation=True, max_length=64)) for text in texts]
-    args = TrainingArguments(
+    settings: dict[str, Any] = dict(
         output_dir=str(output_dir),
         max_steps=steps,
         per_device_train_batch_size=2,
@@ -292,6 +300,7 @@ def lora_train(
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
+    args = TrainingArguments(**{**settings, **training_args})
     trainer = Trainer(
         model=model,
         args=args,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from typing import Any
 
 
 def say(line: str) -> None:
@@ -30,8 +29,6 @@ def main(argv: list[str]) -> int:
         return 2
     rank = os.environ.get("RANK", "0")
 
-    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
-
     from pytest_tokenguard import align_special_tokens, predict_trainer_alignment
     from pytest_tokenguard.suite import zoo
 
@@ -41,33 +38,20 @@ def main(argv: list[str]) -> int:
         for field, value in predict_trainer_alignment(model, tokenizer).items():
             setattr(model.config, field, value)
             setattr(model.generation_config, field, value)
-    encoded: list[dict[str, Any]] = [dict(tokenizer(text, truncation=True, max_length=64)) for text in zoo.chat_texts(tokenizer)]
     with tempfile.TemporaryDirectory(prefix="ddp_train_") as output_dir:
-        args = TrainingArguments(
-            output_dir=output_dir,
-            max_steps=2,
+        zoo.lora_train(
+            model,
+            tokenizer,
+            output_dir,
+            steps=2,
+            lora=False,
             per_device_train_batch_size=1,
-            learning_rate=1e-3,
             logging_steps=1,
-            save_strategy="no",
-            report_to=[],
-            use_cpu=True,
             # only when distributed: accelerate's PartialState given a backend but no process group
             # (a plain single process) fails with "Default process group has not been initialized"
             ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
-            disable_tqdm=True,
-            dataloader_num_workers=0,
             ddp_find_unused_parameters=False,
         )
-        trainer = Trainer(
-            model=model,
-            args=args,
-            train_dataset=encoded,
-            processing_class=tokenizer,
-            data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
-        )
-        trainer.train()
-        say(f"RANK={rank} PARALLEL {args.parallel_mode} world={args.world_size} process_index={args.process_index}")
         say(f"RANK={rank} MODEL_PAD {model.config.pad_token_id}")
     say(f"RANK={rank} DONE")
     return 0
