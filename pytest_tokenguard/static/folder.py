@@ -137,20 +137,36 @@ _LAST_ID = re.compile(rb":\s*(\d+)\s*$")
 _CLOSED = re.compile(rb"\]\s*\}\s*\}\s*$")
 
 
-def _key(data: bytes, name: bytes, opener: bytes, start: int = 0, last: bool = False) -> int:
+def _key(data: bytes, name: bytes, opener: bytes, start: int = 0) -> int:
     """Offset of the ``opener`` that starts the value of key ``name`` (an object/array), or -1.
 
     Only a quoted string followed by ``:`` is a key, and a key inside the vocab maps to an int,
     so requiring ``{``/``[`` after it skips tokens that happen to be spelled like our keys.
     """
     needle = b'"' + name + b'"'
-    position = data.rfind(needle) if last else data.find(needle, start)
+    position = data.find(needle, start)
     while position >= 0:
         match = _KEY_VALUE.match(data, position + len(needle))
         if match and match.group(1) == opener:
             return match.start(1)
-        position = data.rfind(needle, 0, position) if last else data.find(needle, position + 1)
+        position = data.find(needle, position + 1)
     return -1
+
+
+def _count_keys(data: bytes, start: int, end: int) -> int:
+    """Keys of the JSON object ``data[start:end]`` whose values are numbers (a vocab: ``"token": id``), counted
+    without decoding: each key has two unescaped quotes. A quote inside a token follows an odd run of backslashes
+    (``\\"``); an even run is a token ending in a backslash. UTF-8 never hides these two bytes."""
+    quotes = data.count(b'"', start, end) - data.count(b'\\"', start, end)
+    run_end = data.find(b'\\\\"', start, end)  # runs of two or more backslashes before a quote: rare
+    while run_end >= 0:
+        quote = run_end + 2
+        run = quote
+        while run > start and data[run - 1] == 0x5C:
+            run -= 1
+        quotes += (quote - run) % 2 == 0  # an even run escapes itself, not the quote: counted above by mistake
+        run_end = data.find(b'\\\\"', quote + 1, end)
+    return quotes // 2
 
 
 class _TokenizerJson:
@@ -163,6 +179,7 @@ class _TokenizerJson:
         self.vocab_span: tuple[int, int] | None = None
         self.vocab: dict[str, int] | None = None
         self.highest: int | None = None
+        self.model_at = len(self.data)
         if not self._fast_scan():
             self._full_parse()
 
@@ -170,7 +187,7 @@ class _TokenizerJson:
         """Read the added tokens and the last vocab id without decoding the vocab (BPE files)."""
         data = self.data
         added_at = _key(data, b"added_tokens", b"[")
-        model_at = _key(data, b"model", b"{", last=True)
+        model_at = _key(data, b"model", b"{", start=max(added_at, 0))  # vocab keys map to ids: never matched
         if added_at < 0 or model_at < 0 or not _CLOSED.search(data, max(0, len(data) - 256)):
             return False
         vocab_at = _key(data, b"vocab", b"{", start=model_at)
@@ -188,7 +205,11 @@ class _TokenizerJson:
             return False
         self.added = added
         self.vocab_span = (vocab_at, vocab_end + 1)
-        self.highest = int(last.group(1)) if last else None
+        self.model_at = model_at
+        # ids are dense (0..n-1) in every tokenizers vocab, so n - 1 is the highest id in any key order (a writer
+        # that sorted or shuffled the keys); the last id covers a vocab with gaps written in id order
+        entries = _count_keys(data, vocab_at, vocab_end)
+        self.highest = max(int(last.group(1)) if last else -1, entries - 1) if entries or last else None
         return True
 
     def _full_parse(self) -> None:
@@ -221,8 +242,10 @@ class _TokenizerJson:
         at = _key(self.data, b"post_processor", b"{")
         if at < 0:
             return None
+        # tokenizers writes it before "model": decoding from there to the end would decode the whole vocab
+        end = self.model_at if at < self.model_at else len(self.data)
         try:
-            value, _ = json.JSONDecoder().raw_decode(self.data[at:].decode("utf-8", errors="replace"))
+            value, _ = json.JSONDecoder().raw_decode(self.data[at:end].decode("utf-8", errors="replace"))
         except (ValueError, RecursionError):
             return None
         return value
