@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from pytest_tokenguard.cli import main
+from pytest_tokenguard.static import safetensors_header
 from pytest_tokenguard.static.alignment import align_special_tokens
 from pytest_tokenguard.static.api import check_special_tokens
 from pytest_tokenguard.static.checks import STATIC_CODES
@@ -319,11 +321,26 @@ def test_cli_imports_no_torch_no_transformers_and_uses_no_network(saved: dict[st
 # -- bad input: exit 2 and one line naming the file and the problem (or exit 1 with TG204 for bad ids) -----------
 
 
-def copy_checkpoint(saved: dict[str, Saved], tmp_path: Path) -> Path:
-    """A small valid checkpoint (mistral: added tokens, chat template) without the weights."""
-    return Path(
-        shutil.copytree(saved["mistral-7b-instruct-v0.3"].path, tmp_path / "ckpt", ignore=shutil.ignore_patterns("*.safetensors"))
-    )
+BAD_INPUT_FAMILY = "mistral-7b-instruct-v0.3"
+
+
+def copy_checkpoint(saved: dict[str, Saved], tmp_path: Path, weights: bool = False) -> Path:
+    """A small valid checkpoint (mistral: added tokens, chat template), without the weights unless ``weights``."""
+    ignore = None if weights else shutil.ignore_patterns("*.safetensors")
+    return Path(shutil.copytree(saved[BAD_INPUT_FAMILY].path, tmp_path / "ckpt", ignore=ignore))
+
+
+@pytest.fixture(scope="module")
+def lora_adapter(saved: dict[str, Saved], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter of the bad-input checkpoint, saved by peft (``adapter_config.json``, ``adapter_model.safetensors``)."""
+    peft = pytest.importorskip("peft")
+    from transformers import AutoModelForCausalLM
+
+    path = tmp_path_factory.mktemp("lora") / "lora"
+    model = AutoModelForCausalLM.from_pretrained(saved[BAD_INPUT_FAMILY].path)
+    config = peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    peft.get_peft_model(model, config).save_pretrained(path)
+    return path
 
 
 def edit(path: Path, **changes: Any) -> None:
@@ -440,6 +457,131 @@ def _adapter_config_malformed(ckpt: Path) -> list[Any]:
     return check(ckpt, "--adapter", adapter)
 
 
+# safetensors files: the copy's model.safetensors and the LoRA adapter's adapter_model.safetensors (copied to lora/),
+# as written by transformers and peft, then damaged
+
+WEIGHTS, ADAPTER_WEIGHTS = "ckpt/model.safetensors", "lora/adapter_model.safetensors"
+SHARD = "model-00001-of-00001.safetensors"
+
+
+def header_bytes(header: Any, data: bytes = b"") -> bytes:
+    """A safetensors file: the 8-byte little-endian header length, the header (JSON of ``header``, or raw bytes),
+    the tensor data."""
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+def split_safetensors(content: bytes) -> tuple[dict[str, Any], bytes]:
+    (length,) = struct.unpack("<Q", content[:8])
+    header: dict[str, Any] = json.loads(content[8 : 8 + length])
+    return header, content[8 + length :]
+
+
+def _bytes(change: Callable[[bytes], bytes]) -> Callable[[Path], None]:
+    def damage(path: Path) -> None:
+        path.write_bytes(change(path.read_bytes()))
+
+    return damage
+
+
+def _header_entry(**changes: Any) -> Callable[[Path], None]:
+    """Rewrite the embedding's (or first LoRA factor's) header entry, the tensor data kept."""
+
+    def change(content: bytes) -> bytes:
+        header, data = split_safetensors(content)
+        name = min(set(header) - {"__metadata__"})
+        header[name] = {**header[name], **changes}
+        return header_bytes(header, data)
+
+    return _bytes(change)
+
+
+def _a_folder(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+def _damaged(file: str, damage: Callable[[Path], None]) -> Callable[[Path], list[Any]]:
+    """Damage ``file`` (``WEIGHTS`` or ``ADAPTER_WEIGHTS``); the adapter's check loads the LoRA adapter."""
+
+    def setup(ckpt: Path) -> list[Any]:
+        damage(ckpt.parent / file)
+        return check(ckpt, "--adapter", ckpt.parent / "lora") if file == ADAPTER_WEIGHTS else check(ckpt)
+
+    return setup
+
+
+def _sharded(**weight_map: str) -> Callable[[Path], list[Any]]:
+    """model.safetensors renamed to a shard and a ``model.safetensors.index.json`` with ``weight_map``."""
+
+    def setup(ckpt: Path) -> list[Any]:
+        (ckpt / "model.safetensors").rename(ckpt / SHARD)
+        (ckpt / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+        return check(ckpt)
+
+    return setup
+
+
+def _shard_index(content: str) -> Callable[[Path], list[Any]]:
+    def setup(ckpt: Path) -> list[Any]:
+        (ckpt / "model.safetensors").rename(ckpt / SHARD)
+        (ckpt / "model.safetensors.index.json").write_text(content)
+        return check(ckpt)
+
+    return setup
+
+
+def _adapter_without_weights(ckpt: Path) -> list[Any]:
+    (ckpt.parent / ADAPTER_WEIGHTS).unlink()  # adapter_config.json stays
+    return check(ckpt, "--adapter", ckpt.parent / "lora")
+
+
+#: damage done alike to the base's and the adapter's safetensors file: (damage, problem, header reads)
+SAFETENSORS_DAMAGE: dict[str, tuple[Callable[[Path], None], str, list[int] | None]] = {
+    "empty": (
+        _bytes(lambda b: b""),
+        "not a safetensors file: 0 bytes, shorter than the 8-byte header length (truncated?)",
+        [8],
+    ),
+    "shorter-than-the-length": (
+        _bytes(lambda b: b[:3]),
+        "not a safetensors file: 3 bytes, shorter than the 8-byte header length (truncated?)",
+        [8],
+    ),
+    # the length is read, then refused without reading the header it claims
+    "header-past-the-end": (
+        _bytes(lambda b: b[:100]),
+        "bytes but only 92 bytes follow it (truncated?)",
+        [8],
+    ),
+    "oversized-header": (
+        _bytes(lambda b: struct.pack("<Q", 10**12) + b[8:]),
+        "the safetensors header length is 1000000000000 bytes, above the 100000000-byte limit (not a safetensors file, "
+        "or corrupt)",
+        [8],
+    ),
+    "header-not-json": (
+        _bytes(lambda b: b[:8] + b"PK\x03\x04" + b[12:]),
+        "the safetensors header is not JSON: Expecting value at byte 8",
+        None,
+    ),
+    "header-not-utf8": (_bytes(lambda b: b[:10] + b"\xff" + b[11:]), "the safetensors header is not UTF-8 text (byte 10)", None),
+    "header-a-list": (
+        _bytes(lambda b: header_bytes([1, 2], split_safetensors(b)[1])),
+        "the safetensors header is not a JSON object (got list)",
+        None,
+    ),
+    "header-bad-shape": (_header_entry(shape="2x2"), "shape must be a list of ints >= 0, got '2x2'", None),
+    "header-bad-offsets": (_header_entry(data_offsets=[16, 0]), "data_offsets must be [begin, end], got [16, 0]", None),
+    "data-truncated": (
+        _bytes(lambda b: b[:-100]),
+        "bytes of tensor data but the file holds",  # (the sizes depend on the model)
+        None,
+    ),
+    "a-folder": (_a_folder, "not a regular file (a folder)", None),
+}
+
+
 def _write(name: str, content: str | bytes) -> Callable[[Path], list[Any]]:
     def setup(ckpt: Path) -> list[Any]:
         path = ckpt / name
@@ -479,6 +621,10 @@ class Bad:
     problem: str
     #: run as ``python -m pytest_tokenguard`` with a timeout: input that used to crash or hang
     fresh_process: bool = False
+    #: the copy keeps its model.safetensors, and lora/ holds a LoRA adapter of it (the cases that damage them)
+    weights: bool = False
+    #: the sizes the safetensors header reader may read from ``file`` (a spy on its ``open``): refused early
+    header_reads: list[int] | None = None
 
 
 BAD_INPUT = {
@@ -592,6 +738,64 @@ BAD_INPUT = {
         "ckpt/tokenizer.json",
         "600.0 MiB is larger than the 512 MiB limit for this file",
     ),
+    # safetensors weights: the base's model.safetensors and the adapter's adapter_model.safetensors
+    **{
+        f"{prefix}-{name}": Bad(_damaged(file, damage), 2, file, problem, weights=True, header_reads=reads)
+        for prefix, file in (("weights", WEIGHTS), ("adapter-weights", ADAPTER_WEIGHTS))
+        for name, (damage, problem, reads) in SAFETENSORS_DAMAGE.items()
+    },
+    "adapter-weights-length-2**64-1": Bad(
+        _damaged(ADAPTER_WEIGHTS, _bytes(lambda b: struct.pack("<Q", 2**64 - 1) + b"{}")),
+        2,
+        ADAPTER_WEIGHTS,
+        "the safetensors header length is 18446744073709551615 bytes, above the 100000000-byte limit (not a "
+        "safetensors file, or corrupt)\n",
+        fresh_process=True,
+        weights=True,
+    ),
+    "adapter-weights-missing": Bad(
+        _adapter_without_weights,
+        2,
+        ADAPTER_WEIGHTS,
+        "missing (a peft adapter folder holds adapter_model.safetensors or adapter_model.bin)",
+        weights=True,
+    ),
+    # sharded weights: model.safetensors.index.json and the shards it names
+    "shard-missing": Bad(
+        _sharded(**{"model.embed_tokens.weight": "model-00002-of-00002.safetensors"}),
+        2,
+        "ckpt/model-00002-of-00002.safetensors",
+        "missing (model.safetensors.index.json maps model.embed_tokens.weight to it)",
+        weights=True,
+    ),
+    "shard-outside-the-folder": Bad(
+        _sharded(**{"model.embed_tokens.weight": "../model.safetensors"}),
+        2,
+        "ckpt/model.safetensors.index.json",
+        "weight_map['model.embed_tokens.weight'] must be a file name in the same folder, got '../model.safetensors'",
+        weights=True,
+    ),
+    "shard-without-the-tensor": Bad(
+        _sharded(**{"transformer.wte.weight": SHARD}),
+        2,
+        f"ckpt/{SHARD}",
+        "no tensor transformer.wte.weight (model.safetensors.index.json maps it to this file)",
+        weights=True,
+    ),
+    "shard-index-malformed": Bad(
+        _shard_index('{"weight_map": {'),
+        2,
+        "ckpt/model.safetensors.index.json",
+        "malformed JSON at line 1 column 17",
+        weights=True,
+    ),
+    "shard-index-weight-map-a-list": Bad(
+        _shard_index('{"weight_map": []}'),
+        2,
+        "ckpt/model.safetensors.index.json",
+        "weight_map must be an object (tensor name -> shard file)",
+        weights=True,
+    ),
     # the command line (argparse)
     "unknown-option": Bad(lambda d: check(d, "--bogus"), 2, None, "unrecognized arguments: --bogus"),
     "missing-path": Bad(lambda d: ["check"], 2, None, "the following arguments are required: path"),
@@ -601,11 +805,52 @@ BAD_INPUT = {
 }
 
 
+class ReadSpy:
+    """``open`` for the safetensors header module that records every read: (file, size)."""
+
+    def __init__(self) -> None:
+        self.reads: list[tuple[Path, int]] = []
+
+    def sizes(self, path: Path) -> list[int]:
+        return [size for read, size in self.reads if read == path]
+
+    def __call__(self, path: Any, mode: str) -> Any:
+        spy = self
+        handle = open(path, mode)  # closed by Recording.__exit__
+
+        class Recording:
+            def __enter__(self) -> Recording:
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                handle.close()
+
+            def read(self, size: int) -> bytes:
+                spy.reads.append((Path(path), size))
+                data: bytes = handle.read(size)
+                return data
+
+        return Recording()
+
+
 @pytest.mark.parametrize("case", BAD_INPUT.values(), ids=BAD_INPUT.keys())
-def test_bad_input(saved: dict[str, Saved], tmp_path: Path, capsys: pytest.CaptureFixture[str], case: Bad) -> None:
+def test_bad_input(
+    saved: dict[str, Saved],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    case: Bad,
+) -> None:
     if case.setup is _fifo and not hasattr(os, "mkfifo"):
         pytest.skip("no FIFOs on this platform")
-    argv = case.setup(copy_checkpoint(saved, tmp_path))
+    ckpt = copy_checkpoint(saved, tmp_path, weights=case.weights)
+    if case.weights:
+        shutil.copytree(request.getfixturevalue("lora_adapter"), tmp_path / "lora")
+    spy = ReadSpy()
+    if case.header_reads is not None:
+        monkeypatch.setattr(safetensors_header, "open", spy, raising=False)
+    argv = case.setup(ckpt)
     if case.fresh_process:
         child = run_module(*argv)
         run = Run(child.returncode, child.stdout, child.stderr)
@@ -626,6 +871,33 @@ def test_bad_input(saved: dict[str, Saved], tmp_path: Path, capsys: pytest.Captu
         assert run.err.startswith(f"tokenguard: error: {tmp_path / case.file}: ")
         assert case.problem in run.err
         assert run.err.count("\n") == 1  # one line
+    if case.header_reads is not None:
+        assert case.file is not None
+        assert spy.sizes(tmp_path / case.file) == case.header_reads
+
+
+def test_the_weights_corpus_damages_readable_weights(
+    saved: dict[str, Saved], lora_adapter: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # undamaged, the copy and its LoRA adapter are read (rows from both headers) and the check runs
+    ckpt = copy_checkpoint(saved, tmp_path, weights=True)
+    run = run_cli(capsys, "check", ckpt, "--adapter", lora_adapter, "--format", "json")
+    assert run.err == ""
+    data = run.json()
+    assert data["files"][-2:] == [str(ckpt / "model.safetensors"), str(lora_adapter / "adapter_model.safetensors")]
+    assert data["findings"] == saved[BAD_INPUT_FAMILY].findings
+    assert (data["layout"]["base_rows"], data["layout"]["adapter_rows"]) == (
+        {"input_embeddings": 32768, "output_embeddings": 32768},
+        {},
+    )
+    tensors = set(split_safetensors((ckpt / "model.safetensors").read_bytes())[0]) - {"__metadata__"}
+    adapter_tensors = set(split_safetensors((lora_adapter / "adapter_model.safetensors").read_bytes())[0]) - {"__metadata__"}
+    # the entries _header_entry rewrites: the head, a LoRA factor
+    assert (min(tensors), min(adapter_tensors).rsplit(".", 2)[-2:]) == ("lm_head.weight", ["lora_A", "weight"])
+    # and a shard index that maps every tensor to the renamed file reads the same rows
+    _sharded(**dict.fromkeys(tensors, SHARD))(ckpt)
+    sharded = run_cli(capsys, "check", ckpt, "--format", "json").json()
+    assert sharded["layout"]["base_rows"] == data["layout"]["base_rows"]
 
 
 # -- adapters ----------------------------------------------------------------------------------------------------
