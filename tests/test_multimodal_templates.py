@@ -3,7 +3,9 @@ Qwen2-VL, Gemma-3; issue 13): the end of turn is found, so TG208 ("generation ne
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,3 +57,70 @@ def test_tg208_runs_for_a_processor_style_template(template: str, tmp_path: Path
     tokenizer.save_pretrained(tmp_path)
     folder = check_layout(read_folder(tmp_path).layout)
     assert sorted(f.message for f in folder.findings) == sorted(f.message for f in report.findings)
+
+
+#: ends assistant turns with <|endoftext|> instead: which of two templates was read shows in the end of turn
+ENDOFTEXT_PARTS = (
+    "{% for m in messages %}{{ m['role'] }}: {% for c in m['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }}"
+    "{% endif %}{% endfor %}<|endoftext|>\n{% endfor %}"
+)
+
+
+def _processor_folder(tmp_path: Path, files: dict[str, str]) -> tuple[Any, Path]:
+    """A Qwen2.5 model and a Qwen2-Audio processor (a real ProcessorMixin that builds without PIL or torchvision,
+    which LLaVA's and Idefics3's image processors need here) saved with save_pretrained; then its templates are put
+    where ``files`` says (``processor_config.json`` key, ``chat_template.json``, ``chat_template.jinja``), as
+    older or hand-made processor repos have them. The tokenizer has no template of its own."""
+    from transformers import Qwen2AudioProcessor, WhisperFeatureExtractor
+
+    model, tokenizer = zoo.build("qwen2.5-0.5b-instruct")
+    tokenizer.chat_template = None
+    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")  # <|im_end|> stops nothing
+    processor = Qwen2AudioProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=8), tokenizer=tokenizer)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    (tmp_path / "chat_template.jinja").unlink()  # Qwen2-Audio's default template: the case decides where one goes
+    config_path = tmp_path / "processor_config.json"
+    config = json.loads(config_path.read_text())
+    assert "chat_template" not in config and "chat_template" not in json.loads((tmp_path / "tokenizer_config.json").read_text())
+    if "processor_config.json" in files:
+        config["chat_template"] = files["processor_config.json"]
+        config_path.write_text(json.dumps(config))
+    if "chat_template.json" in files:
+        (tmp_path / "chat_template.json").write_text(json.dumps({"chat_template": files["chat_template.json"]}))
+    if "chat_template.jinja" in files:
+        (tmp_path / "chat_template.jinja").write_text(files["chat_template.jinja"])
+    return model, tmp_path
+
+
+IM_END = ("<|im_end|>", 151645)
+ENDOFTEXT = ("<|endoftext|>", 151643)
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"processor_config.json": CHATML_PARTS}, IM_END),
+        ({"processor_config.json": CHATML_PARTS, "chat_template.jinja": ENDOFTEXT_PARTS}, IM_END),
+        ({"processor_config.json": CHATML_PARTS, "chat_template.json": ENDOFTEXT_PARTS}, IM_END),
+        ({"chat_template.json": CHATML_PARTS, "chat_template.jinja": ENDOFTEXT_PARTS}, IM_END),
+        ({"chat_template.jinja": ENDOFTEXT_PARTS}, ENDOFTEXT),
+    ],
+    ids=["processor-config-only", "over-jinja", "over-chat-template-json", "legacy-json-over-jinja", "jinja-only"],
+)
+def test_processor_level_templates_are_read_as_transformers_reads_them(
+    files: dict[str, str], expected: tuple[str, int], tmp_path: Path
+) -> None:
+    from transformers import AutoProcessor
+
+    model, folder = _processor_folder(tmp_path, files)
+    loaded = AutoProcessor.from_pretrained(folder)  # the differential: ProcessorMixin.get_processor_dict's choice
+    assert loaded.chat_template == (CHATML_PARTS if expected == IM_END else ENDOFTEXT_PARTS)
+    objects = check_special_tokens(model, loaded)
+    report = check_layout(read_folder(folder).layout)
+    assert report.layout.end_of_turn == objects.layout.end_of_turn == expected
+    assert sorted(f.message for f in report.findings) == sorted(f.message for f in objects.findings)
+    tg208 = [f.severity for f in report.findings if f.code == "TG208"]
+    assert tg208 == (["error"] if expected == IM_END else [])  # generation stops on <|endoftext|> only
+    if "processor_config.json" in files:
+        assert str(folder / "processor_config.json") in read_folder(folder).files

@@ -250,12 +250,6 @@ def test_sibling_with_a_pad_id_the_tokenizer_does_not_define(
         assert pad["TG201"]["message"].startswith(f"model config pad {VOCAB} vs tokenizer pad 0 '<pad>': ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the folder check names ids that point at a plain SentencePiece piece only for tokenizer.json folders "
-    "(folder.py looks them up in tokenizer.backend, never in tokenizer.model's pieces): the object API says "
-    '"model config pad 7 \'<piece>\'", the folder check "model config pad 7"',
-)
 @pytest.mark.parametrize("name", FAMILIES)
 def test_sibling_with_a_pad_id_on_a_plain_piece(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str) -> None:
     family = FAMILIES[name]

@@ -254,8 +254,12 @@ class Report:
         if layout.adapter_rows:  # a folder check whose adapter carries embedding matrices: say whose rows these are
             base = layout.base_rows.get("input_embeddings")
             carried = f" (the adapter's; base checkpoint {base if base is not None else 'unknown'})"
+        sides = ""
+        if _two_models(layout):  # the columns above are the decoder's: say so, and what the encoder has
+            encoder = (layout.side_vocab_sizes.get("encoder"), layout.side_rows.get("encoder"))
+            sides = f" (decoder; encoder: config vocab_size {encoder[0]}, embedding rows {encoder[1]})"
         lines.append(
-            f"vocab: config vocab_size {layout.vocab_size}, embedding rows {layout.embedding_rows}{carried}, "
+            f"vocab: config vocab_size {layout.vocab_size}, embedding rows {layout.embedding_rows}{carried}{sides}, "
             f"tokenizer length {layout.tokenizer_length}"
         )
         lines.extend(f"note: {note}" for note in layout.notes)
@@ -381,8 +385,10 @@ def check_layout(layout: TokenLayout) -> Report:
                 )
             )
 
-    # TG204: every declared id must be an int the model can embed.
+    # TG204: every declared id must be an int the model can embed (a two-model encoder-decoder's decoder: its
+    # config holds these ids, and generation and the labels use them there).
     rows = layout.rows
+    whose = "the decoder's " if _two_models(layout) else "the "
     for source in SOURCES:
         ids = layout.source(source)
         if ids is None:
@@ -400,13 +406,13 @@ def check_layout(layout: TokenLayout) -> Report:
                     )
                 )
             for item in id_list(value):
-                problem = _id_problem(item, rows)
+                problem = _id_problem(item, rows, whose)
                 if problem:
                     found.append(
                         _finding("TG204", "error", name, {source: value}, f"{SOURCES[source]} {name} {d(value)}: {problem}")
                     )
     if layout.end_of_turn is not None:
-        problem = _id_problem(layout.end_of_turn[1], rows)
+        problem = _id_problem(layout.end_of_turn[1], rows, whose)
         if problem:
             found.append(
                 _finding(
@@ -418,17 +424,23 @@ def check_layout(layout: TokenLayout) -> Report:
                 )
             )
 
-    # TG205
-    if layout.tokenizer_length is not None and rows is not None and layout.tokenizer_length > rows:
+    # TG205; a two-model encoder-decoder per side: the tokenizer's ids are the encoder's inputs and the decoder's
+    # labels, and each side has its own embedding matrix (resized one at a time: EncoderDecoderModel's own
+    # resize_token_embeddings raises NotImplementedError)
+    length = layout.tokenizer_length
+    limits = [("encoder", layout.side_limit("encoder")), ("decoder", rows)] if _two_models(layout) else [("", rows)]
+    for side, limit in limits:
+        if length is None or limit is None or length <= limit:
+            continue
         found.append(
             _finding(
                 "TG205",
                 "error",
                 "vocab",
-                {"tokenizer": layout.tokenizer_length, "model": rows},
-                f"tokenizer has {layout.tokenizer_length} tokens but the model embeds only {rows} ids "
-                f"({layout.tokenizer_length - rows} token ids cannot be embedded)",
-                f"model.resize_token_embeddings({layout.tokenizer_length})",
+                {"tokenizer": length, side or "model": limit},
+                f"tokenizer has {length} tokens but the {side or 'model'} embeds only {limit} ids "
+                f"({length - limit} token ids cannot be embedded" + (f": model.{side} fails on them)" if side else ")"),
+                f"model.{side + '.' if side else ''}resize_token_embeddings({length})",
             )
         )
 
@@ -673,11 +685,17 @@ def _prompt_edges(layout: TokenLayout, found: list[StaticFinding]) -> None:
         )
 
 
-def _id_problem(value: Any, rows: int | None) -> str | None:
+def _id_problem(value: Any, rows: int | None, whose: str = "the ") -> str | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return f"not an int ({type(value).__name__})"
     if value < 0:
         return "negative"
     if rows is not None and value >= rows:
-        return f">= the {rows} embedding rows"
+        return f">= {whose}{rows} embedding rows"
     return None
+
+
+def _two_models(layout: TokenLayout) -> bool:
+    """An encoder-decoder made of two models (``TokenLayout.side_vocab_sizes`` / ``side_rows``): its checked
+    rows are the decoder's, and the encoder is checked on its own."""
+    return bool(layout.side_vocab_sizes or layout.side_rows)

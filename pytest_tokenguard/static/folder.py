@@ -52,6 +52,14 @@ class _Tokenizer:
     special_ids: frozenset[int] = frozenset()
     #: what the report should say about how the tokenizer was read
     notes: list[str] = field(default_factory=list)
+    #: id -> piece of a SentencePiece-only folder's ``tokenizer.model`` (None for tokenizer.json folders)
+    pieces_by_id: dict[int, str] | None = None
+
+    def token_for_id(self, token_id: int) -> str | None:
+        """The plain vocab string of ``token_id`` (display only, as the object API names ids)."""
+        if self.backend is not None:
+            return self.backend.token_for_id(token_id)
+        return self.pieces_by_id.get(token_id) if self.pieces_by_id else None
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -133,8 +141,24 @@ def _add_string(strings: dict[str, int], by_id: dict[int, str], text: Any, token
 
 _KEY_VALUE = re.compile(rb"\s*:\s*([\[{])")
 _LAST_ID = re.compile(rb":\s*(\d+)\s*$")
-# tokenizers writes "model" last with "merges" last in it: a file not closed like that is truncated
-_CLOSED = re.compile(rb"\]\s*\}\s*\}\s*$")
+#: after the vocab's closing brace: the next key of "model", or the end of "model" and then the next top-level key
+#: or the end of the file. Inside a token string a quote is escaped and the file cannot end, so no token matches.
+_AFTER_VOCAB = re.compile(rb'\}\s*(?:,\s*"[A-Za-z_]+"\s*:|\}\s*(?:,\s*"[A-Za-z_]+"\s*:|\}\s*\Z))')
+
+
+def _vocab_end(data: bytes, start: int) -> int:
+    """Offset of the ``}`` that closes the vocab object opened at ``start`` (its last value is an id), or -1.
+    Only braces are tried (bytes.find), so tokens spelled with braces cost a failed match each."""
+    brace = data.find(b"}", start)
+    while brace >= 0:
+        if _AFTER_VOCAB.match(data, brace):
+            before = brace - 1
+            while before > start and data[before] in b" \t\r\n":
+                before -= 1
+            if 0x30 <= data[before] <= 0x39:  # the last id's digit, not a brace inside a token
+                return brace
+        brace = data.find(b"}", brace + 1)
+    return -1
 
 
 def _key(data: bytes, name: bytes, opener: bytes, start: int = 0) -> int:
@@ -151,6 +175,28 @@ def _key(data: bytes, name: bytes, opener: bytes, start: int = 0) -> int:
             return match.start(1)
         position = data.find(needle, position + 1)
     return -1
+
+
+_ID_AT = re.compile(rb'"\s*:\s*(\d+)\s*[,}]')
+
+
+def _in_id_order(data: bytes, start: int, end: int, last: int, probes: int = 32) -> bool:
+    """Whether the vocab ``data[start:end]`` lists its ids in increasing order from 0 to ``last``, judged from the
+    first entry and the entries after ``probes`` evenly spaced offsets (a sorted or shuffled vocab fails this at
+    the first or second probe; tokenizers writes ids in order)."""
+    first = _ID_AT.search(data, start, end)
+    if first is None or first.group(1) != b"0":
+        return False
+    previous = 0
+    for index in range(1, probes + 1):
+        found = _ID_AT.search(data, start + (end - start) * index // (probes + 1), end)
+        if found is None:
+            return False
+        value = int(found.group(1))
+        if value < previous or value > last:
+            return False
+        previous = value
+    return True
 
 
 def _count_keys(data: bytes, start: int, end: int) -> int:
@@ -184,32 +230,36 @@ class _TokenizerJson:
             self._full_parse()
 
     def _fast_scan(self) -> bool:
-        """Read the added tokens and the last vocab id without decoding the vocab (BPE files)."""
+        """Read the added tokens and the vocab's span and size without decoding the vocab (a BPE vocab object of
+        ``"token": id``, whatever the key order of the writer)."""
         data = self.data
         added_at = _key(data, b"added_tokens", b"[")
         model_at = _key(data, b"model", b"{", start=max(added_at, 0))  # vocab keys map to ids: never matched
-        if added_at < 0 or model_at < 0 or not _CLOSED.search(data, max(0, len(data) - 256)):
+        if added_at < 0 or model_at < 0 or not data.rstrip().endswith(b"}"):
             return False
         vocab_at = _key(data, b"vocab", b"{", start=model_at)
-        merges_at = _key(data, b"merges", b"[", start=vocab_at) if vocab_at >= 0 else -1
-        if merges_at < 0:
+        vocab_end = _vocab_end(data, vocab_at) if vocab_at >= 0 else -1
+        if vocab_end < 0:
             return False
-        vocab_end = data.rfind(b"}", vocab_at, merges_at)
+        # BPE only (merges after the vocab as tokenizers writes them, or before it, keys sorted); other models and
+        # broken files take the full parse, which names what is wrong (the vocab's bytes are never decoded here)
+        if _key(data, b"merges", b"[", start=vocab_end) < 0 and _key(data[:vocab_at], b"merges", b"[", start=model_at) < 0:
+            return False
         try:
             text = data[added_at:model_at].decode("utf-8")
             added, _ = json.JSONDecoder().raw_decode(text)
         except (UnicodeDecodeError, ValueError, RecursionError):  # the full parse names the problem
             return False
-        last = _LAST_ID.search(data, max(vocab_at + 1, vocab_end - 4096), vocab_end)
-        if not isinstance(added, list) or vocab_end < 0 or (last is None and data[vocab_at + 1 : vocab_end].strip()):
+        if not isinstance(added, list):
             return False
+        last = _LAST_ID.search(data, max(vocab_at + 1, vocab_end - 4096), vocab_end)
         self.added = added
         self.vocab_span = (vocab_at, vocab_end + 1)
         self.model_at = model_at
-        # ids are dense (0..n-1) in every tokenizers vocab, so n - 1 is the highest id in any key order (a writer
-        # that sorted or shuffled the keys); the last id covers a vocab with gaps written in id order
-        entries = _count_keys(data, vocab_at, vocab_end)
-        self.highest = max(int(last.group(1)) if last else -1, entries - 1) if entries or last else None
+        if last is not None and _in_id_order(data, vocab_at, vocab_end, int(last.group(1))):
+            self.highest = int(last.group(1))  # tokenizers' own writer: counting 150k keys would cost ~10 ms
+        else:  # another writer sorted or shuffled the keys: ids are dense (0..n-1), so n - 1 is the highest
+            self.highest = _count_keys(data, vocab_at, vocab_end) - 1
         return True
 
     def _full_parse(self) -> None:
@@ -239,11 +289,13 @@ class _TokenizerJson:
 
     def post_processor(self) -> Any:
         """The ``post_processor`` object (None when absent or null). Read without decoding the vocab."""
-        at = _key(self.data, b"post_processor", b"{")
+        # tokenizers writes it before "model", writers that sort keys after it: never search or decode the vocab
+        at = _key(self.data[: self.model_at], b"post_processor", b"{")
+        end = self.model_at
+        if at < 0 and self.vocab_span is not None:
+            at, end = _key(self.data, b"post_processor", b"{", start=self.vocab_span[1]), len(self.data)
         if at < 0:
             return None
-        # tokenizers writes it before "model": decoding from there to the end would decode the whole vocab
-        end = self.model_at if at < self.model_at else len(self.data)
         try:
             value, _ = json.JSONDecoder().raw_decode(self.data[at:end].decode("utf-8", errors="replace"))
         except (ValueError, RecursionError):
@@ -378,12 +430,23 @@ def _read_tokenizer(folder: Path) -> _Tokenizer | None:
         highest = max(highest, len(pieces) - 1)
     length = highest + 1 if (backend is not None or by_id or pieces) and highest >= 0 else None
 
+    # the tokenizer's template (PreTrainedTokenizerBase.from_pretrained, tokenization_utils_base.py):
+    # chat_template.jinja over tokenizer_config.json's "chat_template"
     template: Any = config.get("chat_template")
     jinja_path = folder / "chat_template.jinja"
     json_template_path = folder / "chat_template.json"
     if os.path.lexists(jinja_path):
         template = _read_text(jinja_path)
         files.append(str(jinja_path))
+    # a processor's own template wins: processor.apply_chat_template renders it (ProcessorMixin.get_processor_dict,
+    # processing_utils.py: processor_config.json's "chat_template" when not null, else the legacy
+    # chat_template.json, else chat_template.jinja as above)
+    processor_path = folder / "processor_config.json"
+    processor = _optional(folder, processor_path.name)
+    if processor is not None:
+        files.append(str(processor_path))
+    if processor is not None and processor.get("chat_template") is not None:
+        template = processor["chat_template"]
     elif os.path.lexists(json_template_path):
         template = read_json(json_template_path).get("chat_template")
         files.append(str(json_template_path))
@@ -399,7 +462,10 @@ def _read_tokenizer(folder: Path) -> _Tokenizer | None:
     padding_side = config.get("padding_side")
     if padding_side is not None and padding_side not in ("left", "right"):
         raise FolderError(f'{config_path}: padding_side must be "left" or "right", got {padding_side!r}')
-    return _Tokenizer(ids, strings, length, template, variables, files, backend, edges, padding_side, frozenset(special), notes)
+    by_piece = {index: piece for piece, index in pieces.items()} if pieces else None
+    return _Tokenizer(
+        ids, strings, length, template, variables, files, backend, edges, padding_side, frozenset(special), notes, by_piece
+    )
 
 
 def post_processor_edges(post: Any) -> tuple[list[str], list[str]]:
@@ -445,15 +511,45 @@ def _ids(data: Mapping[str, Any]) -> dict[str, Any]:
     return {name: data.get(f"{name}_token_id") for name in FIELDS}
 
 
+#: where ``PreTrainedConfig.get_text_config()`` (transformers configuration_utils.py) looks for the nested text
+#: config: an encoder's name, then the decoder's names (``get_text_config(decoder=True)`` looks only there)
+ENCODER_CONFIG_NAMES = ("text_encoder",)
+DECODER_CONFIG_NAMES = ("decoder", "generator", "text_config")
+
+
 def _text_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The language model's config; keys a nested ``text_config`` leaves out come from the top level
-    (transformers 4.x saves only non-default values in nested configs)."""
-    nested = config.get("text_config")
-    if not isinstance(nested, dict):
+    """The language model's config, picked as the objects path picks it (``objects.text_config``): as
+    ``get_text_config()`` does (transformers configuration_utils.py; Trainer's alignment edits that one), the one
+    nested ``text_encoder`` / ``decoder`` / ``generator`` / ``text_config`` object; where several make that
+    ambiguous, the one decoder-side object (``get_text_config(decoder=True)``, generation's); else the top level.
+
+    Keys a nested ``text_config`` leaves out come from the top level (transformers 4.x saves only non-default
+    values in nested configs). A nested ``decoder`` is a whole model's config (``EncoderDecoderConfig``): its ids
+    are its own, and the top-level ``pad_token_id`` beside it is another attribute (the one training's
+    ``shift_tokens_right`` reads), so nothing is merged into it."""
+    nested = [name for name in (*ENCODER_CONFIG_NAMES, *DECODER_CONFIG_NAMES) if isinstance(config.get(name), dict)]
+    if len(nested) > 1:
+        nested = [name for name in nested if name in DECODER_CONFIG_NAMES]
+    if len(nested) != 1:
         return config
+    inner: dict[str, Any] = config[nested[0]]
+    if nested[0] != "text_config":
+        return inner
     merged = {key: config[key] for key in ("vocab_size", *(f"{n}_token_id" for n in FIELDS)) if key in config}
-    merged.update(nested)
+    merged.update(inner)
     return merged
+
+
+def _two_models(config: dict[str, Any]) -> bool:
+    """An encoder-decoder made of two models (``EncoderDecoderConfig``, ``VisionEncoderDecoderConfig``,
+    ``SpeechEncoderDecoderConfig``): config.json nests a whole ``encoder`` and ``decoder`` config."""
+    return isinstance(config.get("encoder"), dict) and isinstance(config.get("decoder"), dict)
+
+
+def _vocab_size(value: Any, path: Path, key: str) -> Any:
+    if value is not None and (not is_id(value) or value <= 0):
+        raise FolderError(f"{path}: {key} must be a positive int, got {value!r}")
+    return value
 
 
 @dataclass
@@ -479,9 +575,11 @@ def _folder(path: Path, what: str) -> Path:
 def read_folder(path: str | Path, adapter: str | Path | None = None) -> FolderLayout:
     """The layout of a checkpoint folder, with an adapter folder's tokenizer/config files taking precedence.
 
-    Reads ``config.json`` (or its ``text_config``), ``generation_config.json``, ``tokenizer_config.json``,
-    ``special_tokens_map.json``, ``tokenizer.json`` and the chat template (``chat_template.jinja``,
-    ``chat_template.json`` or ``tokenizer_config.json``), and the embedding rows from the safetensors headers
+    Reads ``config.json`` (its nested ``text_config`` or ``decoder``, as ``get_text_config(decoder=True)``
+    picks it; a two-model encoder-decoder's ``encoder`` / ``decoder`` vocab sizes), ``generation_config.json``,
+    ``tokenizer_config.json``, ``special_tokens_map.json``, ``tokenizer.json`` and the chat template (a
+    processor's ``processor_config.json`` or ``chat_template.json``, else ``chat_template.jinja`` or
+    ``tokenizer_config.json``), and the embedding rows from the safetensors headers
     (``model.safetensors`` or the shards of ``model.safetensors.index.json``; the adapter's
     ``adapter_model.safetensors``, whose rows win where it carries embedding matrices; see
     :mod:`pytest_tokenguard.static.weights`); never imports torch or transformers, never unpickles, never runs
@@ -517,9 +615,7 @@ def read_folder(path: str | Path, adapter: str | Path | None = None) -> FolderLa
         tokenizer = _read_tokenizer(base)
 
     text_config = _text_config(config)
-    vocab_size = text_config.get("vocab_size")
-    if vocab_size is not None and (not is_id(vocab_size) or vocab_size <= 0):
-        raise FolderError(f"{config_path}: vocab_size must be a positive int, got {vocab_size!r}")
+    vocab_size = _vocab_size(text_config.get("vocab_size"), config_path, "vocab_size")
     layout = TokenLayout(
         model=_ids(text_config),
         generation=_ids(generation) if generation is not None else None,
@@ -527,7 +623,14 @@ def read_folder(path: str | Path, adapter: str | Path | None = None) -> FolderLa
         vocab_size=vocab_size,
         encoder_decoder=config.get("is_encoder_decoder") is True,
     )
+    two_models = _two_models(config)
+    if two_models:  # ids and vocab_size above are the decoder's (_text_config); the encoder's vocab is its own
+        for side in ("encoder", "decoder"):
+            size = _vocab_size(config[side].get("vocab_size"), config_path, f"{side}.vocab_size")
+            if size is not None:  # a vision or speech encoder has none: it embeds no tokens
+                layout.side_vocab_sizes[side] = size
     if layout.encoder_decoder:
+        # the top level's, which EncoderDecoderModel's training (shift_tokens_right) reads too
         layout.decoder_start = {
             "model": config.get("decoder_start_token_id"),
             "generation": generation.get("decoder_start_token_id") if generation is not None else None,
@@ -560,25 +663,30 @@ def read_folder(path: str | Path, adapter: str | Path | None = None) -> FolderLa
                     if not is_id(value) or value < 0:
                         continue
                     text = by_id.get(value)
-                    if text is None and tokenizer.backend is not None and value < (layout.tokenizer_length or 0):
-                        text = tokenizer.backend.token_for_id(value)  # a plain vocab token, as the object API shows
+                    if text is None and value < (layout.tokenizer_length or 0):
+                        text = tokenizer.token_for_id(value)  # a plain vocab token, as the object API shows
                     if text is not None:
                         layout.token_strings[value] = text
         if layout.end_of_turn is not None and is_id(layout.end_of_turn[1]):
             layout.token_strings[layout.end_of_turn[1]] = layout.end_of_turn[0]
-    _read_rows(layout, files, base, adapter_dir)
+    _read_rows(layout, files, base, adapter_dir, two_models)
     return FolderLayout(layout, files, adapter_config)
 
 
-def _read_rows(layout: TokenLayout, files: list[str], base: Path, adapter_dir: Path | None) -> None:
-    """Embedding rows from the safetensors headers: the base's, replaced by the adapter's where it carries them."""
-    from pytest_tokenguard.static.weights import INPUT, OUTPUT, adapter_rows, base_rows  # (it imports this module)
+def _read_rows(layout: TokenLayout, files: list[str], base: Path, adapter_dir: Path | None, two_models: bool) -> None:
+    """Embedding rows from the safetensors headers: the base's, replaced by the adapter's where it carries them.
+    A two-model encoder-decoder's rows are per side, and its ``embedding_rows`` are the decoder's (the model's
+    own ``get_input_embeddings()`` is the encoder's: ``layout_from_objects`` reads the decoder's too)."""
+    from pytest_tokenguard.static.weights import INPUT, OUTPUT, SIDES, adapter_rows, base_rows  # (it imports this module)
 
-    found = base_rows(base)
+    found = base_rows(base, sides=two_models)
     files.extend(found.files)
     layout.notes.extend(found.notes)
     layout.base_rows = found.rows
     layout.embedding_rows = found.rows.get(INPUT)
+    if two_models:
+        layout.side_rows = {side: rows for side in SIDES if (rows := found.side(side)) is not None}
+        layout.embedding_rows = layout.side_rows.get("decoder")
     if adapter_dir is None:
         return
     carried = adapter_rows(adapter_dir)

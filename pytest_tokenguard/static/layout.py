@@ -83,6 +83,13 @@ class TokenLayout:
     #: the tokenizer's saved ``padding_side`` (``tokenizer_config.json``; a live tokenizer: what save_pretrained
     #: would write), None when not saved (the tokenizer class's default applies)
     padding_side: str | None = None
+    #: encoder-decoders made of two models whose config.json nests an ``encoder`` and a ``decoder`` config
+    #: (``EncoderDecoderModel`` such as bert2bert, ``VisionEncoderDecoderModel``): per side, that config's
+    #: ``vocab_size`` and the rows of that side's input embedding matrix (absent when unknown, e.g. a vision
+    #: encoder embeds no tokens). ``vocab_size`` / ``embedding_rows`` above are then the decoder's: generation and
+    #: the loss use it (``config.get_text_config(decoder=True)``); the tokenizer's ids must also fit the encoder.
+    side_vocab_sizes: dict[str, Any] = field(default_factory=dict)
+    side_rows: dict[str, int] = field(default_factory=dict)
 
     def source(self, name: str) -> dict[str, Any] | None:
         value: dict[str, Any] | None = getattr(self, name)
@@ -94,6 +101,14 @@ class TokenLayout:
         for value in (self.embedding_rows, self.vocab_size):
             if is_id(value) and value > 0:
                 return int(value)
+        return None
+
+    def side_limit(self, side: str) -> int | None:
+        """How many ids one side (``"encoder"`` / ``"decoder"``) of a two-model encoder-decoder can embed: its
+        embedding rows, else its config's vocab size; None when unknown or not such a model."""
+        for value in (self.side_rows.get(side), self.side_vocab_sizes.get(side)):
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
         return None
 
     def describe(self, value: Any) -> str:

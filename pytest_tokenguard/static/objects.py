@@ -17,14 +17,34 @@ def base_model(model: Any) -> Any:
 
 
 def text_config(config: Any) -> Any:
-    """The config that holds the language model's tokens (multimodal configs nest it)."""
+    """The config that holds the language model's tokens: ``config.get_text_config()`` (transformers
+    configuration_utils.py; what ``Trainer``'s special-token alignment edits): a multimodal config's nested
+    ``text_config``, an ``EncoderDecoderConfig``'s ``decoder`` (also what ``get_text_config(decoder=True)``,
+    generation's, returns). Where several nested configs make it ambiguous (it raises ``ValueError``), the
+    decoder's; where that is ambiguous too, the config itself. Not ``decoder=True`` first: on a flat T5/BART
+    config that returns a copy, and edits to a copy are lost."""
     getter = getattr(config, "get_text_config", None)
-    if callable(getter):
+    if not callable(getter):
+        return config
+    try:
+        return getter()
+    except TypeError:
+        return config
+    except ValueError:
         try:
-            return getter()
-        except TypeError:
+            return getter(decoder=True)
+        except (TypeError, ValueError):
             return config
-    return config
+
+
+def two_model_sides(config: Any) -> dict[str, Any]:
+    """The nested ``encoder`` and ``decoder`` configs of an encoder-decoder made of two models
+    (``EncoderDecoderConfig``, ``VisionEncoderDecoderConfig``, ``SpeechEncoderDecoderConfig``); empty for any
+    other config (T5/BART keep both halves in one flat config)."""
+    sides = {side: getattr(config, side, None) for side in ("encoder", "decoder")}
+    if all(callable(getattr(sub, "to_dict", None)) for sub in sides.values()):
+        return sides
+    return {}
 
 
 def unwrap_tokenizer(tokenizer: Any) -> Any:
@@ -32,6 +52,17 @@ def unwrap_tokenizer(tokenizer: Any) -> Any:
     if tokenizer is not None and not hasattr(tokenizer, "eos_token_id") and hasattr(tokenizer, "tokenizer"):
         return tokenizer.tokenizer
     return tokenizer
+
+
+def chat_template_of(tokenizer: Any) -> Any:
+    """The chat template a tokenizer or processor applies: a processor's own (``processor.chat_template``: what
+    ``processor.apply_chat_template`` renders, and what its ``save_pretrained`` writes at the folder level) before
+    the template of the tokenizer inside it."""
+    own = getattr(tokenizer, "chat_template", None)
+    inner = unwrap_tokenizer(tokenizer)
+    if own or inner is tokenizer:
+        return own
+    return getattr(inner, "chat_template", None)
 
 
 def _ids(obj: Any) -> dict[str, Any]:
@@ -81,8 +112,10 @@ def special_ids(tokenizer: Any) -> frozenset[int]:
 
 
 def tokenizer_end_of_turn(tokenizer: Any, strings: dict[str, int] | None = None) -> tuple[tuple[str, int] | None, str | None]:
-    """The chat template's end-of-turn ``(token, id)`` (or ``None`` and why); no template -> ``(None, None)``."""
-    template = getattr(tokenizer, "chat_template", None)
+    """The chat template's end-of-turn ``(token, id)`` (or ``None`` and why); no template -> ``(None, None)``.
+    ``tokenizer``: a tokenizer or a processor (its own template first, see :func:`chat_template_of`)."""
+    template = chat_template_of(tokenizer)
+    tokenizer = unwrap_tokenizer(tokenizer)
     if not template:
         return None, None
     variables = {f"{name}_token": getattr(tokenizer, f"{name}_token", None) for name in NAMED_SPECIALS}
@@ -125,14 +158,17 @@ def _around(whole: list[Any], part: list[Any]) -> tuple[list[Any] | None, list[A
 
 
 def layout_from_objects(model_or_config: Any, tokenizer: Any = None, generation_config: Any = None) -> TokenLayout:
-    """Layout of a model (``PreTrainedModel``, peft ``PeftModel``) or a bare config, a tokenizer or processor,
-    and a generation config (default: the model's own)."""
+    """Layout of a model (``PreTrainedModel``, peft ``PeftModel``) or a bare config, a tokenizer or processor
+    (its own chat template first, :func:`chat_template_of`), and a generation config (default: the model's own).
+    A two-model encoder-decoder (``EncoderDecoderModel``) is read per side: ``config.encoder`` /
+    ``config.decoder`` vocab sizes and ``model.encoder`` / ``model.decoder`` input embedding rows."""
     model = base_model(model_or_config)
     is_model = hasattr(model, "config")  # a config has no .config
-    config = text_config(model.config if is_model else model)
+    top = model.config if is_model else model
+    config = text_config(top)
     if generation_config is None and is_model:
         generation_config = getattr(model, "generation_config", None)
-    tokenizer = unwrap_tokenizer(tokenizer)
+    processor, tokenizer = tokenizer, unwrap_tokenizer(tokenizer)
 
     layout = TokenLayout(
         model=_ids(config),
@@ -140,10 +176,22 @@ def layout_from_objects(model_or_config: Any, tokenizer: Any = None, generation_
         tokenizer=_ids(tokenizer) if tokenizer is not None else None,
         embedding_rows=embedding_rows(model) if is_model else None,
         vocab_size=getattr(config, "vocab_size", None),
-        encoder_decoder=getattr(model.config if is_model else model, "is_encoder_decoder", False) is True,
+        encoder_decoder=getattr(top, "is_encoder_decoder", False) is True,
     )
+    sides = two_model_sides(top)
+    if sides:
+        # get_input_embeddings() of an EncoderDecoderModel is the encoder's; generation, the loss and the ids
+        # above are the decoder's (model.decoder), so embedding_rows is too and the encoder is its own side
+        for half, half_config in sides.items():
+            size = getattr(half_config, "vocab_size", None)
+            if size is not None:  # a vision or speech encoder has none: it embeds no tokens
+                layout.side_vocab_sizes[half] = size
+            half_rows = embedding_rows(getattr(model, half, None)) if is_model else None
+            if isinstance(half_rows, int) and not isinstance(half_rows, bool):
+                layout.side_rows[half] = half_rows
+        layout.embedding_rows = layout.side_rows.get("decoder") if is_model else None
     if layout.encoder_decoder:
-        top = model.config if is_model else model
+        # the top level's: EncoderDecoderModel's training (shift_tokens_right) reads self.config's
         layout.decoder_start = {
             "model": getattr(top, "decoder_start_token_id", None),
             "generation": getattr(generation_config, "decoder_start_token_id", None) if generation_config is not None else None,
@@ -156,14 +204,14 @@ def layout_from_objects(model_or_config: Any, tokenizer: Any = None, generation_
         side = getattr(tokenizer, "padding_side", None) if "padding_side" in init_kwargs else None
         layout.padding_side = side if side in ("left", "right") else None
         layout.special_ids = special_ids(tokenizer)
-        template = getattr(tokenizer, "chat_template", None)
+        template = chat_template_of(processor)
         if template:
             variables = {f"{name}_token": getattr(tokenizer, f"{name}_token", None) for name in NAMED_SPECIALS}
             layout.template_starts_with_bos = starts_with_token(template, variables, variables.get("bos_token"))
         strings = _special_strings(tokenizer)
         # highest id + 1, as the folder reader counts: ids past the embedding rows are what matters
         layout.tokenizer_length = max([len(tokenizer), *(i + 1 for i in strings.values() if isinstance(i, int))])
-        layout.end_of_turn, note = tokenizer_end_of_turn(tokenizer, strings)
+        layout.end_of_turn, note = tokenizer_end_of_turn(processor, strings)
         if note:
             layout.notes.append(note)
         wanted = {

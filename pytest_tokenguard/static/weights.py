@@ -8,7 +8,14 @@
   when the adapter is loaded. Trainable-token deltas (``trainable_token_indices``) carry no row count.
 
 The input embedding is found by its module name (``embed_tokens``, ``wte``, ``word_embeddings``, ``shared``
-...), the output head by ``lm_head``; rows are ``shape[0]`` (``shape[1]`` of LoRA's ``lora_embedding_A``).
+...), the output head by ``lm_head`` (or a BERT-style ``cls.predictions.decoder``); rows are ``shape[0]``
+(``shape[1]`` of LoRA's ``lora_embedding_A``).
+
+A two-model encoder-decoder (``EncoderDecoderModel``, ``VisionEncoderDecoderModel``) keeps each model's tensors
+under ``encoder.`` / ``decoder.`` (transformers names submodules by attribute: ``self.encoder``, ``self.decoder``),
+e.g. bert2bert's ``encoder.embeddings.word_embeddings.weight`` and ``decoder.bert.embeddings.word_embeddings.weight``
+(``decoder.cls.predictions.decoder.weight`` only when untied: tied tensors are saved once); with ``sides`` the
+rows are also read per side.
 """
 
 from __future__ import annotations
@@ -27,6 +34,11 @@ INPUT, OUTPUT = "input_embeddings", "output_embeddings"
 INPUT_NAMES = ("embed_tokens", "wte", "word_embeddings", "embed_in", "tok_embeddings", "shared")
 #: module names of the output head (``embed_out``: GPT-NeoX)
 OUTPUT_NAMES = ("lm_head", "embed_out")
+#: BERT-style LM heads (``BertLMHeadModel`` / ``BertForMaskedLM``: ``cls.predictions.decoder``): "decoder" alone
+#: names whole sub-models, so only this two-part suffix counts, after the names above
+HEAD_SUFFIXES = (("predictions", "decoder"),)
+#: the halves of a two-model encoder-decoder, as its tensor names start
+SIDES = ("encoder", "decoder")
 #: peft wrappers between the module name and ``.weight`` (``modules_to_save`` is cut with what follows it)
 _WRAPPERS = ("base_layer", "original_module")
 
@@ -53,6 +65,13 @@ class Rows:
     rows: dict[str, int] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: per side of a two-model encoder-decoder (``encoder`` / ``decoder``), rows per role (read with ``sides``)
+    sides: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def side(self, side: str) -> int | None:
+        """Rows of one side's input embedding, else of its output head (a tied pair is saved once)."""
+        found = self.sides.get(side, {})
+        return found.get(INPUT, found.get(OUTPUT))
 
 
 def _candidate(name: str) -> _Candidate | None:
@@ -75,6 +94,8 @@ def _candidate(name: str) -> _Candidate | None:
     for role, names in ((INPUT, INPUT_NAMES), (OUTPUT, OUTPUT_NAMES)):
         if role in roles and module[-1] in names:
             return _Candidate(name, role, (names.index(module[-1]), len(module)), axis)
+    if OUTPUT in roles and tuple(module[-2:]) in HEAD_SUFFIXES:
+        return _Candidate(name, OUTPUT, (len(OUTPUT_NAMES), len(module)), axis)
     return None
 
 
@@ -90,7 +111,19 @@ def _wanted(names: Iterable[str]) -> dict[str, list[_Candidate]]:
     return {role: [c for c in found if c.rank == min(c.rank for c in found)] for role, found in by_role.items()}
 
 
-def _choose(path: Path, wanted: dict[str, list[_Candidate]], shapes: dict[str, TensorInfo], result: Rows) -> None:
+def _wanted_sides(names: Iterable[str], sides: bool) -> dict[str, dict[str, list[_Candidate]]]:
+    """:func:`_wanted` for the whole model (key ``""``) and, with ``sides``, for the tensors under each side's
+    prefix (the whole model's nearest embedding is the encoder's: the decoder's sits one module deeper)."""
+    listed = list(names)
+    wanted = {"": _wanted(listed)}
+    if sides:
+        for side in SIDES:
+            wanted[side] = _wanted(name for name in listed if name.startswith(side + "."))
+    return wanted
+
+
+def _choose(path: Path, wanted: dict[str, list[_Candidate]], shapes: dict[str, TensorInfo], result: Rows, side: str = "") -> None:
+    target = result.sides.setdefault(side, {}) if side else result.rows
     for role, candidates in wanted.items():
         counts: dict[str, int] = {}
         for candidate in candidates:
@@ -99,15 +132,17 @@ def _choose(path: Path, wanted: dict[str, list[_Candidate]], shapes: dict[str, T
                 counts[candidate.name] = shape[candidate.axis]
         if len(set(counts.values())) > 1:
             listed = ", ".join(f"{name} ({rows} rows)" for name, rows in sorted(counts.items()))
-            result.notes.append(f"{path}: {listed} disagree: the {role.replace('_', ' ')} rows are unknown")
+            whose = f"the {side}'s " if side else "the "
+            result.notes.append(f"{path}: {listed} disagree: {whose}{role.replace('_', ' ')} rows are unknown")
         elif counts:
-            result.rows[role] = next(iter(counts.values()))
+            target[role] = next(iter(counts.values()))
 
 
-def _safetensors(path: Path, result: Rows) -> None:
+def _safetensors(path: Path, result: Rows, sides: bool = False) -> None:
     header = read_header(path)
     result.files.append(str(path))
-    _choose(path, _wanted(header), header, result)
+    for side, wanted in _wanted_sides(header, sides).items():
+        _choose(path, wanted, header, result, side)
 
 
 def _plain_file_name(index: Path, tensor: str, shard: object) -> str:
@@ -116,16 +151,18 @@ def _plain_file_name(index: Path, tensor: str, shard: object) -> str:
     return shard
 
 
-def _sharded(index: Path, result: Rows) -> None:
+def _sharded(index: Path, result: Rows, sides: bool = False) -> None:
     weight_map = read_json(index).get("weight_map")
     result.files.append(str(index))
     if not isinstance(weight_map, dict):
         raise FolderError(f"{index}: weight_map must be an object (tensor name -> shard file)")
-    wanted = _wanted(weight_map)
+    wanted = _wanted_sides(weight_map, sides)
     shards: dict[str, list[str]] = {}
-    for candidate in (c for candidates in wanted.values() for c in candidates):
-        shard = _plain_file_name(index, candidate.name, weight_map[candidate.name])
-        shards.setdefault(shard, []).append(candidate.name)
+    # (in the index's order, so an error names the same tensor as before sides were read)
+    needed = dict.fromkeys(c.name for by_role in wanted.values() for candidates in by_role.values() for c in candidates)
+    for name in needed:
+        shard = _plain_file_name(index, name, weight_map[name])
+        shards.setdefault(shard, []).append(name)
     shapes: dict[str, TensorInfo] = {}
     for shard, names in sorted(shards.items()):
         path = index.parent / shard
@@ -137,16 +174,18 @@ def _sharded(index: Path, result: Rows) -> None:
             if name not in header:
                 raise FolderError(f"{path}: no tensor {name} ({index.name} maps it to this file)")
             shapes[name] = header[name]
-    _choose(index, wanted, shapes, result)
+    for side, by_role in wanted.items():
+        _choose(index, by_role, shapes, result, side)
 
 
-def base_rows(folder: Path) -> Rows:
-    """Rows of the base checkpoint's input embedding and (untied) output head, from safetensors headers."""
+def base_rows(folder: Path, sides: bool = False) -> Rows:
+    """Rows of the base checkpoint's input embedding and (untied) output head, from safetensors headers; with
+    ``sides`` (a two-model encoder-decoder), also per side in :attr:`Rows.sides`."""
     result = Rows()
     if os.path.lexists(folder / BASE_SAFETENSORS):  # transformers prefers the single file too
-        _safetensors(folder / BASE_SAFETENSORS, result)
+        _safetensors(folder / BASE_SAFETENSORS, result, sides)
     elif os.path.lexists(folder / BASE_INDEX):
-        _sharded(folder / BASE_INDEX, result)
+        _sharded(folder / BASE_INDEX, result, sides)
     else:
         pickled = next((name for name in BASE_PICKLES if os.path.lexists(folder / name)), None)
         if pickled is not None:
