@@ -94,11 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("codes", help="list every code: runtime (TG1xx, fault or notice) and static (TG2xx)")
     catalog = commands.add_parser(
         "catalog",
-        help="the runtime codes (TG1xx) whose message exists in the installed transformers",
-        description="Entries active for the installed transformers (or --transformers-version), with their "
-        "regexes and fix hints. Reads the installed version from package metadata; imports nothing.",
+        help="the runtime codes (TG1xx) whose message exists in the installed transformers and trl",
+        description="Entries active for the installed transformers and trl (or --transformers-version / "
+        "--trl-version), with their regexes and fix hints. Reads the installed versions from package metadata; "
+        "imports nothing.",
     )
     catalog.add_argument("--transformers-version", metavar="X.Y.Z", help="instead of the installed version")
+    catalog.add_argument("--trl-version", metavar="X.Y.Z", help="instead of the installed trl (trl's own messages)")
     catalog.add_argument("--all", action="store_true", help="every entry, with the versions it exists in")
     catalog.add_argument("--format", choices=("text", "json"), default="text")
     return parser
@@ -120,15 +122,25 @@ def _catalog(args: argparse.Namespace) -> int:
         except ValueError:
             print(f"tokenguard: error: --transformers-version {version!r} is not a version; write e.g. 4.57.6", file=sys.stderr)
             return EXIT_USAGE
-    entries = list(ENTRIES) if args.all else active_entries(version)
+    trl = args.trl_version if args.trl_version is not None else versions.installed_text("trl")
+    if args.trl_version is not None:
+        try:
+            versions.parse(args.trl_version)
+        except ValueError:
+            print(f"tokenguard: error: --trl-version {args.trl_version!r} is not a version; write e.g. 1.16.0", file=sys.stderr)
+            return EXIT_USAGE
+    # no trl installed (or asked for): its entries are not active; "0" sorts before every trl release
+    trl_or_none = trl if trl is not None else "0"
+    entries = list(ENTRIES) if args.all else active_entries(version, trl_or_none)
     rows = [
         {
             "code": e.code,
             "title": e.title,
             "channel": e.channel,
+            "library": e.library,
             "first": e.first,
             "last": e.last,
-            "active": bool(version) and exists_in(e, version),
+            "active": bool(version) and exists_in(e, version, trl_or_none),
             "pattern": e.pattern,
             "fix": e.fix,
             "severity": SEVERITIES[e.code][0],
@@ -137,13 +149,14 @@ def _catalog(args: argparse.Namespace) -> int:
         for e in entries
     ]
     if args.format == "json":
-        _print(json.dumps({SCHEMA_VERSION_KEY: JSON_SCHEMA, "transformers": version, "entries": rows}, indent=2, sort_keys=True))
+        data = {SCHEMA_VERSION_KEY: JSON_SCHEMA, "transformers": version, "trl": trl, "entries": rows}
+        _print(json.dumps(data, indent=2, sort_keys=True))
         return EXIT_CLEAN
-    heading = "every entry" if args.all else f"entries active in transformers {version}"
+    heading = "every entry" if args.all else f"entries active in transformers {version}, trl {trl or 'not installed'}"
     lines = [f"tokenguard catalog: {heading} ({len(rows)})"]
     for row in rows:
         span = f"{row['first']}-{row['last'] or 'current'}"
-        lines.append(f"\n{row['code']}  {row['title']}  [{row['severity']}, {row['channel']}, transformers {span}]")
+        lines.append(f"\n{row['code']}  {row['title']}  [{row['severity']}, {row['channel']}, {row['library']} {span}]")
         lines.append(f"  why:   {row['reason']}")
         lines.append(f"  regex: {row['pattern']}")
         lines.append(f"  fix:   {row['fix']}")

@@ -209,3 +209,169 @@ def test_sink_none_is_pass_through() -> None:
         capture.detach()
         logger.removeHandler(handler)
     assert stream.getvalue() == "plain\n"
+
+
+# --- trl: trl.* loggers, accelerate's MultiProcessAdapter (log, warning_once), warnings from trl modules ----
+
+TG160 = (
+    "The chat template does not include the assistant turn's end-of-turn token in the loss mask; the model may not learn to stop."
+)
+
+
+@pytest.fixture
+def trl_logger() -> Iterator[Any]:
+    """``trl.trainer.sft_trainer.logger`` (accelerate's adapter) with accelerate's state created and a handler."""
+    pytest.importorskip("trl")
+    accelerate = pytest.importorskip("accelerate")
+    from trl.trainer import sft_trainer
+
+    if not isinstance(sft_trainer.logger, pytest.importorskip("accelerate.logging").MultiProcessAdapter):
+        pytest.skip("this trl's sft_trainer logs through no accelerate adapter")
+    accelerate.PartialState()
+    keep = _Keep()
+    sft_trainer.logger.logger.addHandler(keep)
+    try:
+        yield sft_trainer.logger
+    finally:
+        sft_trainer.logger.logger.removeHandler(keep)
+
+
+def _kept(adapter: Any) -> list[logging.LogRecord]:
+    return next(h for h in adapter.logger.handlers if isinstance(h, _Keep)).records
+
+
+def _adapter_methods() -> tuple[Any, Any]:
+    MultiProcessAdapter = pytest.importorskip("accelerate.logging").MultiProcessAdapter
+    return MultiProcessAdapter.__dict__.get("log"), MultiProcessAdapter.__dict__.get("warning_once")
+
+
+def test_trl_loggers_and_accelerate_adapter_are_guarded_then_restored(trl_logger: Any) -> None:
+    before = (type(trl_logger.logger), _adapter_methods(), warnings.warn)
+    capture.attach()
+    try:
+        assert isinstance(trl_logger.logger, capture.GuardedLogger)
+        assert _adapter_methods() == (capture._adapter_log, capture._adapter_warning_once)
+    finally:
+        capture.detach()
+    assert (type(trl_logger.logger), _adapter_methods(), warnings.warn) == before
+
+
+def test_adapter_records_seen_with_the_rank_prefix_and_caller_unchanged(trl_logger: Any) -> None:
+    def emit() -> int:
+        line = _line() + 1
+        trl_logger.warning("pad %s", "token")
+        return line
+
+    plain_line = emit()
+    seen: list[tuple[str, int, str, str]] = []
+    capture.attach()
+    capture.set_sink(lambda *item: seen.append(item))
+    try:
+        guarded_line = emit()
+        trl_logger.warning_once(TG160 + " caller")
+    finally:
+        capture.detach()
+    trl_logger.warning_once(TG160 + " caller")  # cached: nothing more
+    plain, guarded, once = _kept(trl_logger)
+    assert (plain.funcName, plain.lineno, plain.pathname) == ("emit", plain_line, __file__)
+    assert (guarded.funcName, guarded.lineno, guarded.pathname) == ("emit", guarded_line, __file__)
+    assert once.funcName == "warning_once" and once.pathname.endswith("logging.py")  # accelerate's frame, as unguarded
+    prefix = plain.getMessage().removesuffix("pad token")  # "[RANK 0] " with accelerate >= 1.14, else ""
+    assert seen == [
+        ("trl.trainer.sft_trainer", logging.WARNING, prefix + "pad token", "log"),
+        ("trl.trainer.sft_trainer", logging.WARNING, prefix + TG160 + " caller", "log"),
+    ]
+
+
+def test_adapter_warning_once_is_seen_every_time_but_printed_once(trl_logger: Any, seen: list[tuple[str, int, str, str]]) -> None:
+    message = TG160 + " tokenguard-once-test"
+    trl_logger.warning_once(message)
+    trl_logger.warning_once(message)
+    assert [r.getMessage().endswith(message) for r in _kept(trl_logger)] == [True]
+    assert [m.endswith(message) for (_, _, m, _) in seen] == [True, True]
+    once: Any = trl_logger.warning_once  # accelerate's lru_cache, reached through the wrapper
+    assert once.cache_info().hits >= 1
+
+
+def test_adapter_disabled_level_and_disabled_logger_do_not_hide(trl_logger: Any, seen: list[tuple[str, int, str, str]]) -> None:
+    root = logging.getLogger("trl")
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        trl_logger.warning(TG160 + " quiet")
+        trl_logger.warning_once(TG160 + " quiet once")
+    finally:
+        root.setLevel(level)
+    logging.disable(logging.CRITICAL)
+    try:
+        trl_logger.warning(TG160 + " disabled")
+    finally:
+        logging.disable(logging.NOTSET)
+    assert _kept(trl_logger) == []
+    assert [m.split("] ")[-1] for (_, _, m, _) in seen] == [TG160 + " quiet", TG160 + " quiet once", TG160 + " disabled"]
+
+
+def test_adapter_on_another_process_is_left_to_the_main_one(
+    trl_logger: Any, seen: list[tuple[str, int, str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(type(trl_logger), "_should_log", staticmethod(lambda main_process_only: not main_process_only))
+    trl_logger.warning(TG160 + " rank 1")  # main_process_only=True: only the main process logs it
+    trl_logger.warning(TG160 + " every rank", main_process_only=False)
+    assert [m.split("] ")[-1] for (_, _, m, _) in seen] == [TG160 + " every rank"]
+    assert [r.getMessage().split("] ")[-1] for r in _kept(trl_logger)] == [TG160 + " every rank"]
+
+
+def test_adapter_before_accelerate_state_raises_as_before(
+    trl_logger: Any, seen: list[tuple[str, int, str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pytest.importorskip("accelerate.state").PartialState, "_shared_state", {})
+    with pytest.raises(RuntimeError, match="initialize the accelerate state"):
+        trl_logger.warning(TG160)
+    assert seen == []
+
+
+def test_python_warnings_from_trl_modules(seen: list[tuple[str, int, str, str]]) -> None:
+    namespace = {"__name__": "trl.trainer.utils", "warnings": warnings}
+    exec("def emit():\n    warnings.warn('The pad_token_id and eos_token_id values are identical.', UserWarning)\n", namespace)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        namespace["emit"]()  # type: ignore[operator]
+    assert [(n, m, c) for (n, _, m, c) in seen] == [
+        ("trl.trainer.utils", "The pad_token_id and eos_token_id values are identical.", "warnings")
+    ]
+    assert caught[0].filename == "<string>"
+
+
+def test_attach_imports_neither_trl_nor_accelerate_and_wraps_the_adapter_once_trl_logs() -> None:
+    pytest.importorskip("trl")
+    code = """
+import sys, logging
+import transformers
+from pytest_tokenguard.guard import capture
+loaded = {"trl", "accelerate", "accelerate.logging"} & set(sys.modules)
+capture.attach()
+assert {"trl", "accelerate", "accelerate.logging"} & set(sys.modules) == loaded, "attach imported trl or accelerate"
+import accelerate.logging
+from accelerate.logging import MultiProcessAdapter
+original = MultiProcessAdapter.__dict__["log"], MultiProcessAdapter.__dict__["warning_once"]
+assert MultiProcessAdapter.__dict__["log"] is original[0], "wrapped without any trl logger"
+import trl.trainer.sft_trainer
+if not isinstance(getattr(trl.trainer.sft_trainer, "logger", None), MultiProcessAdapter):
+    print("skip")
+    raise SystemExit(0)
+assert MultiProcessAdapter.__dict__["log"] is capture._adapter_log, "not wrapped once trl logs"
+assert isinstance(logging.getLogger("trl.trainer.sft_trainer"), capture.GuardedLogger)
+capture.detach()
+assert (MultiProcessAdapter.__dict__["log"], MultiProcessAdapter.__dict__["warning_once"]) == original
+assert type(logging.getLogger("trl.trainer.sft_trainer")) is logging.Logger
+print("ok")
+"""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    if run.stdout.strip() == "skip":
+        pytest.skip("this trl's sft_trainer logs through no accelerate adapter")
+    assert run.stdout.strip() == "ok", run.stdout + run.stderr

@@ -182,6 +182,59 @@ SAMPLES = [
     # Unknown future wording that still talks about special tokens: the fallback.
     ("TG100", W, "The eos_token_id of your adapter differs from the base model."),
     ("TG100", W, "Your tokenizer's padding_side is right; batched generation may be wrong."),
+    # ... or (trl's words) the end of turn, a chat template's generation markers, stop tokens
+    ("TG100", W, "[RANK 0] The end-of-turn token is never trained with this template."),
+    ("TG100", W, "The chat template has no {% generation %} block; the assistant mask is empty."),
+    ("TG100", W, "return_assistant_tokens_mask==True but chat template does not contain `{% generation %}` keyword."),
+    ("TG100", W, "Stop tokens of the template differ from the generation config."),
+    # trl's own messages (accelerate >= 1.14 prefixes "[RANK n] "); tests/test_trl_messages.py reads the installed trl
+    (
+        "TG160",
+        W,
+        "[RANK 0] The chat template does not include the assistant turn's end-of-turn token in the loss mask; the model "
+        "may not learn to stop.",
+    ),
+    (
+        "TG161",
+        W,
+        "The tokenized prompt is not a prefix of the tokenized prompt+completion, usually because ... left out of the "
+        "training sequence: '</s>'. The model is trained on a context that differs from the one it sees at inference.",
+    ),
+    (
+        "TG162",
+        W,
+        "Mismatch between tokenized prompt and the start of tokenized prompt+completion. This may be due to unexpected "
+        "tokenizer behavior, whitespace issues, or special token handling.",
+    ),
+    ("TG162", W, "[RANK 1] Mismatch between tokenized prompt and the start of tokenized prompt+rejected. This may be"),
+    (
+        "TG163",
+        W,
+        "Cloning chat template added new tokens to the tokenizer, but 'lm_head' is not in PEFT's `modules_to_save`. As a "
+        "result, the model may not learn to generate outputs with these new tokens.",
+    ),
+    ("TG164", W, "`pad_token` is deprecated and will be removed in v2.0.0. Set `tokenizer.pad_token` directly and pass it"),
+    ("TG165", W, "[RANK 0] The prompt alone fills `max_length`, so truncation leaves an empty completion. Consider"),
+    ("TG166", W, "The pad_token_id and eos_token_id values of this tokenizer are identical. If you are planning for"),
+    (
+        "TG167",
+        W,
+        "Could not find instruction key `### Q:` in the following instance: hi. This instance will be ignored in loss "
+        "calculation. Note, if this happens often, consider increasing the `max_seq_length`.",
+    ),
+    (
+        "TG167",
+        W,
+        "Could not find response key `[835, 4007]` in the following instance: <s> a b</s> This instance will be ignored in "
+        "loss calculation.",
+    ),
+    (
+        "TG168",
+        W,
+        "The passed tokenizer does not have an EOS token. We will use the passed eos_token_id instead which "
+        "corresponds to 0. If this is not the correct EOS token, make sure to pass the correct eos_token_id.",
+    ),
+    ("TG169", W, "You passed a processing_class with `padding_side` not equal to `right` to the SFTTrainer. This might"),
 ]
 
 
@@ -201,6 +254,16 @@ def test_each_wording_classifies_to_its_code(code: str, level: int, message: str
         "`is_gradient_checkpointing` is deprecated and will be removed in v6.",
         "Tokenizing the dataset took 3s",
         "padding_to_multiple_of is deprecated",
+        # trl's non-token warnings (padding-free fallbacks, batch size, generation lengths)
+        "[RANK 0] `padding_free=True` is temporarily unavailable after a refactor and is currently disabled. Falling "
+        "back to standard padding (`padding_free=False`).",
+        "You are using a per_device_train_batch_size of 1 with padding-free training. Using a batch size of 1 annihilate "
+        "the benefits of padding-free training.",
+        "The configuration has `max_new_tokens` (256) >= `max_length` (512). This will cause prompts to be truncated or "
+        "completely removed in the forward pass.",
+        "The `tokenizer` argument of `get_training_chat_template` is deprecated and will be removed in TRL 2.0.",
+        "Chat templates should be in a 'chat_template.jinja' file but found key='chat_template' in the processor's config.",
+        "`gradient_checkpointing` is deprecated and will be removed in v6. Use `activation_checkpointing` instead.",
     ],
 )
 def test_unrelated_warnings_are_ignored(message: str) -> None:
@@ -273,7 +336,8 @@ def test_classify_never_raises_and_fallback_needs_a_token_word(text: str, level:
     match = classify(text, level)
     if match is not None and match.code == "TG100":
         assert level >= logging.WARNING
-        assert any(word in text.lower() for word in ("bos", "eos", "pad", "special", "attention", "padding"))
+        words = ("bos", "eos", "pad", "special", "attention", "padding", "end", "generation", "stop")
+        assert any(word in text.lower() for word in words)
 
 
 def test_entries_know_the_versions_their_message_exists_in() -> None:
@@ -286,6 +350,21 @@ def test_entries_know_the_versions_their_message_exists_in() -> None:
     tg101 = next(e for e in ENTRIES if e.code == "TG101")
     assert exists_in(tg101, "4.56.0") and not exists_in(tg101, "4.55.4")
     assert exists_in(tg101, "4.56.0rc1")  # a release candidate counts as its release
+
+
+def test_trl_entries_use_trl_versions() -> None:
+    from pytest_tokenguard.guard.catalog import TRL_EXAMINED, active_entries, exists_in
+
+    trl_codes = {e.code for e in ENTRIES if e.library == "trl"}
+    assert trl_codes == {f"TG16{i}" for i in range(10)}
+    assert {e.library for e in ENTRIES} == {"transformers", "trl"}
+    # the transformers version does not decide a trl entry: trl's does
+    assert {e.code for e in active_entries("5.24.0", trl="1.16.0")} & trl_codes == {"TG160", "TG161", "TG163", "TG164", "TG165"}
+    assert {e.code for e in active_entries("5.0.0", trl="1.13.0")} & trl_codes == {"TG160", "TG162", "TG163", "TG164"}
+    assert {e.code for e in active_entries("4.53.3", trl="0.19.1")} & trl_codes == {"TG162", "TG166", "TG167"}
+    assert {e.code for e in active_entries("4.46.3", trl="0.12.2")} & trl_codes == {"TG166", "TG167", "TG168", "TG169"}
+    assert exists_in(BY_CODE["TG161"], "5.24.0", trl="1.15.0rc1") and not exists_in(BY_CODE["TG161"], "5.24.0", trl="1.14.0")
+    assert all(e.first in TRL_EXAMINED for e in ENTRIES if e.library == "trl")
 
 
 def test_catalog_command(capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,6 +11,14 @@ sink *before* the normal logic runs, and then behaves exactly as before: same le
 handlers, same cache, same caller information. New watched loggers get the subclass through
 the logging manager's logger class. ``warnings.warn`` is wrapped the same way for warnings
 issued by transformers modules. Nothing is imported from transformers.
+
+trl logs on ``trl.*`` loggers, mostly through accelerate's ``MultiProcessAdapter`` (``get_logger``): its
+``log`` checks the level itself and calls ``Logger.log`` only when enabled (adding ``"[RANK n] "`` with
+accelerate >= 1.14), and its ``warning_once`` is an ``lru_cache`` of its own. So ``trl`` loggers are swapped
+like transformers' (what reaches ``Logger.log``/``handle`` is seen), ``warnings.warn`` from trl modules is
+watched, and once a trl logger exists and accelerate's logging module is loaded, the adapter's ``log`` and
+``warning_once`` are wrapped the same way (observe every call, whatever the level, the cache or the logger
+say, then run the original). Nothing is imported from trl or accelerate; everything is restored on detach.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pytest_tokenguard.guard.catalog import is_watched_logger, is_watched_module
+from pytest_tokenguard.guard.catalog import is_trl, is_watched_logger, is_watched_module
 
 #: sink(logger_name, level, message, channel) with channel "log" or "warnings".
 Sink = Callable[[str, int, str, str], None]
@@ -182,6 +190,8 @@ class _LoggerFactory:
         if is_watched_logger(name):
             _patch_warn()  # transformers is being imported: its warnings matter from now on
             _swap(logger)
+            if is_trl(name):
+                _trl_logger_seen()
         return logger
 
 
@@ -192,6 +202,10 @@ class _Attachment:
         self.original_warn: Callable[..., None] | None = None
         #: how many live sessions attached (an inner in-process session must not undo the outer's)
         self.users = 0
+        #: a trl logger exists: accelerate's adapter is wrapped as soon as its module is loaded
+        self.trl_seen = False
+        #: (class, attribute, the class's own value before, or _ABSENT) of accelerate's wrapped adapter methods
+        self.adapter_patches: list[tuple[type, str, Any]] = []
 
 
 _attachment: _Attachment | None = None
@@ -218,6 +232,122 @@ def _guarded_warn(message: Any, category: Any = None, stacklevel: int = 1, sourc
         if isinstance(module, str) and is_watched_module(module):
             _emit(sink, module, logging.WARNING, str(message), "warnings")
     original(message, category, stacklevel + 1, source, **kwargs)
+
+
+#: accelerate's logging module (loaded by trl's modules); never imported here
+ACCELERATE_LOGGING = "accelerate.logging"
+#: ``MultiProcessAdapter.log`` sets ``stacklevel`` 2 when the caller gives none (accelerate 0.2x .. 1.15)
+_ADAPTER_STACKLEVEL = 2
+_ABSENT = object()
+
+
+def _trl_logger_seen() -> None:
+    attachment = _attachment
+    if attachment is not None:
+        attachment.trl_seen = True
+        if not attachment.adapter_patches and ACCELERATE_LOGGING in sys.modules:
+            _patch_accelerate()
+
+
+def _accelerate_ready() -> bool:
+    """accelerate's state exists (else ``MultiProcessAdapter.log`` raises, and ``PartialState()`` would create it)."""
+    state = getattr(sys.modules.get("accelerate.state"), "PartialState", None)
+    return bool(getattr(state, "_shared_state", None))
+
+
+def _adapter_observe(adapter: Any, level: int, msg: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Observe what ``adapter.log(level, msg, *args, **kwargs)`` logs on this process, as ``Logger.log`` would
+    receive it (with accelerate's ``"[RANK n] "``), whatever the level says. False: not observed (not a watched
+    logger, accelerate not initialised, or accelerate changed): the call then goes through unmuted."""
+    name = getattr(getattr(adapter, "logger", None), "name", None)
+    if not isinstance(name, str) or not is_watched_logger(name) or not _accelerate_ready():
+        return False
+    try:
+        in_order = kwargs.get("in_order", False)
+        should_log = getattr(adapter, "_should_log", None)
+        if not in_order and should_log is not None and not should_log(kwargs.get("main_process_only", True)):
+            return True  # another process (the main one) logs it
+        text, _ = adapter.process(msg, {})
+    except Exception:
+        return False
+    _observe(name, level, text, args)
+    return True
+
+
+def _adapter_log(self: Any, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+    """``MultiProcessAdapter.log`` while attached: observe, then the original (muted: seen once)."""
+    original = _adapter_original("log")
+    if not _accelerate_ready():  # the original raises; nothing is logged
+        return original(self, level, msg, *args, **kwargs)  # type: ignore[no-any-return]
+    kwargs["stacklevel"] = kwargs.get("stacklevel", _ADAPTER_STACKLEVEL) + 1  # the caller, not this frame
+    if (
+        _sink is None
+        or getattr(_local, "busy", False)
+        or not isinstance(level, int)
+        or not _adapter_observe(self, level, msg, args, kwargs)
+    ):
+        return original(self, level, msg, *args, **kwargs)  # type: ignore[no-any-return]
+    with muted():
+        return original(self, level, msg, *args, **kwargs)  # type: ignore[no-any-return]
+
+
+def _adapter_warning_once(self: Any, *args: Any, **kwargs: Any) -> None:
+    """``MultiProcessAdapter.warning_once`` (a process-wide lru_cache) while attached: observe every call, then
+    let the cached original decide what to print."""
+    original = _adapter_original("warning_once")
+    if (
+        _sink is not None
+        and not getattr(_local, "busy", False)
+        and args
+        and _adapter_observe(self, logging.WARNING, args[0], args[1:], kwargs)
+    ):
+        with muted():
+            return original(self, *args, **kwargs)  # type: ignore[no-any-return]
+    return original(self, *args, **kwargs)  # type: ignore[no-any-return]
+
+
+# ``adapter.warning_once.cache_clear()`` keeps working on a wrapped adapter.
+for _attribute in ("cache_clear", "cache_info"):
+    setattr(
+        _adapter_warning_once,
+        _attribute,
+        lambda _attribute=_attribute: getattr(_adapter_original("warning_once"), _attribute)(),
+    )
+
+_ADAPTER_WRAPPERS: dict[str, Callable[..., None]] = {"log": _adapter_log, "warning_once": _adapter_warning_once}
+#: the adapter's own methods as they were when wrapped (kept after detach: a bound wrapper may outlive it)
+_adapter_originals: dict[str, Any] = {}
+
+
+def _adapter_original(name: str) -> Any:
+    return _adapter_originals[name]
+
+
+def _patch_accelerate() -> None:
+    """Wrap ``MultiProcessAdapter.log`` / ``warning_once`` of the loaded accelerate (no import)."""
+    attachment = _attachment
+    module = sys.modules.get(ACCELERATE_LOGGING)
+    adapter = getattr(module, "MultiProcessAdapter", None)
+    if attachment is None or attachment.adapter_patches or not isinstance(adapter, type):
+        return
+    if not all(callable(getattr(adapter, name, None)) for name in _ADAPTER_WRAPPERS):
+        return  # an accelerate whose adapter has another shape: records reaching Logger.log are still seen
+    for name, wrapper in _ADAPTER_WRAPPERS.items():
+        own = adapter.__dict__.get(name, _ABSENT)
+        _adapter_originals[name] = getattr(adapter, name) if own is _ABSENT else own
+        attachment.adapter_patches.append((adapter, name, own))
+        setattr(adapter, name, wrapper)
+
+
+def _unpatch_accelerate(attachment: _Attachment) -> None:
+    for adapter, name, own in reversed(attachment.adapter_patches):
+        if adapter.__dict__.get(name) is not _ADAPTER_WRAPPERS[name]:
+            continue  # replaced after us (a mock): theirs stays
+        if own is _ABSENT:
+            delattr(adapter, name)
+        else:
+            setattr(adapter, name, own)
+    attachment.adapter_patches = []
 
 
 _plain_warn = warnings.warn
@@ -271,6 +401,8 @@ def follow_logger_class() -> None:
     """Re-install the factory if someone assigned ``manager.loggerClass`` directly; their class is kept as the
     one the factory creates from. Cheap: one comparison when nothing changed."""
     attachment = _attachment
+    if attachment is not None and attachment.trl_seen and not attachment.adapter_patches:
+        _trl_logger_seen()  # accelerate's logging loaded after the trl loggers were made
     manager = logging.Logger.manager
     if attachment is None or attachment.factory is None or manager.loggerClass is attachment.factory:  # type: ignore[comparison-overlap]
         return
@@ -286,6 +418,8 @@ def _swap_existing() -> None:
         if is_watched_logger(logger.name) and not isinstance(logger, GuardedLogger):
             _patch_warn()
             _swap(logger)
+            if is_trl(logger.name):
+                _trl_logger_seen()
 
 
 def _patch_warn() -> None:
@@ -317,4 +451,5 @@ def detach() -> None:
             logger.__class__ = original
         if attachment.original_warn is not None and warnings.warn is _guarded_warn:
             warnings.warn = attachment.original_warn
+        _unpatch_accelerate(attachment)
         _attachment = None

@@ -1,8 +1,9 @@
-"""The catalog of transformers token-alignment messages (codes TG1xx).
+"""The catalog of transformers and trl token-alignment messages (codes TG1xx).
 
-Data only plus a classifier: no transformers import, so the plugin can classify records
-without loading the library. Wording variants, channels and version ranges come from
-research over transformers 4.40 .. 5.24 (see README, "Codes").
+Data only plus a classifier: no transformers or trl import, so the plugin can classify records
+without loading either library. Wording variants, channels and version ranges come from
+research over transformers 4.40 .. 5.24 (see README, "Codes") and over the trl releases in
+:data:`TRL_EXAMINED` (TG160-TG169: the messages trl logs on its ``trl.*`` loggers or warns from its modules).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 Channel = Literal["log", "warnings", "raise"]
+#: The library whose message an entry matches (and whose versions ``first``/``last`` are).
+Library = Literal["transformers", "trl"]
 
 #: The code given to token-related transformers records that no catalog entry describes.
 FALLBACK_CODE = "TG100"
@@ -32,6 +35,8 @@ class Entry:
     fix: str
     #: Lowest level at which the record counts; INFO for messages transformers logs as info.
     min_level: int = logging.WARNING
+    #: whose message this is: ``first``/``last`` are versions of this library
+    library: Library = "transformers"
 
     @functools.cached_property
     def compiled(self) -> re.Pattern[str]:
@@ -52,8 +57,39 @@ def _entry(
     last: str | None,
     fix: str,
     min_level: int = logging.WARNING,
+    library: Library = "transformers",
 ) -> Entry:
-    return Entry(code, title, pattern, channel, first, last, fix, min_level)
+    return Entry(code, title, pattern, channel, first, last, fix, min_level, library)
+
+
+#: The trl releases whose source the trl entries were read from (the messages of ``logger.warning`` /
+#: ``warning_once`` / ``warnings.warn`` calls, by AST). A trl entry's ``first``/``last`` are the oldest and
+#: newest of these that have its message; releases in between that are not listed are assumed alike.
+TRL_EXAMINED: tuple[str, ...] = (
+    "0.12.0",
+    "0.12.2",
+    "0.19.1",
+    "0.20.0",
+    "0.21.0",
+    "0.22.2",
+    "0.23.0",
+    "0.26.0",
+    "0.29.1",
+    "1.0.0",
+    "1.12.0",
+    "1.13.0",
+    "1.14.0",
+    "1.15.0",
+    "1.16.0",
+)
+
+#: accelerate >= 1.14 (trl's ``get_logger`` adapter) puts this before every message; patterns search, so it
+#: may precede any of them.
+RANK_PREFIX = r"(?:\[RANK \d+\] )?"
+
+
+def _trl(code: str, title: str, pattern: str, channel: Channel, first: str, last: str | None, fix: str) -> Entry:
+    return Entry(code, title, RANK_PREFIX + pattern, channel, first, last, fix, logging.WARNING, "trl")
 
 
 #: What ``Trainer.train()`` logs when it aligns special tokens (transformers >= 4.56,
@@ -430,6 +466,107 @@ ENTRIES: tuple[Entry, ...] = (
         "4.40.2",
         "set model.generation_config.eos_token_id instead",
     ),
+    # --- trl (TG160-TG169): accelerate-adapter records on trl.* loggers, or warnings.warn from trl modules ---
+    _trl(
+        "TG160",
+        "trl: the end of turn is outside the assistant-only loss mask",
+        r"The chat template does not include the assistant turn's end-of-turn token in the loss mask; the model "
+        r"may not learn to stop\.",
+        "log",
+        "1.12.0",
+        None,
+        "put the end-of-turn token inside {% generation %}...{% endgeneration %} of the chat template (or set "
+        "assistant_only_loss=False)",
+    ),
+    _trl(
+        "TG161",
+        "trl: the tokenized prompt is not a prefix of prompt+completion",
+        r"The tokenized prompt is not a prefix of the tokenized prompt\+completion"
+        r"(?:.*?left out of the training sequence: (?P<dropped>.*?)\. The model is trained)?",
+        "log",
+        "1.15.0",
+        None,
+        "make the prompt tokenize the same alone and followed by the completion: no eos/end of turn at the end of "
+        "the prompt text, a chat template that renders the prompt alike, a prompt ending on a token boundary",
+    ),
+    _trl(
+        "TG162",
+        "trl: tokenized prompt and the start of prompt+completion mismatch",
+        r"Mismatch between tokenized prompt and the start of tokenized prompt\+(?P<part>completion|chosen|rejected|"
+        r"reference)\.",
+        "log",
+        "0.19.1",
+        "1.14.0",
+        "make the prompt tokenize the same alone and followed by the completion: no eos at the end of the prompt "
+        "text, no special tokens added twice, a prompt ending on a token boundary",
+    ),
+    _trl(
+        "TG163",
+        "trl: new chat-template tokens, but lm_head is not trained",
+        r"Cloning chat template added new tokens to the tokenizer, but 'lm_head' is not in PEFT's "
+        r"`modules_to_save`\.",
+        "log",
+        "0.20.0",
+        None,
+        "add modules_to_save=['lm_head', 'embed_tokens'] to the LoraConfig (or reuse tokens the vocabulary has)",
+    ),
+    _trl(
+        "TG164",
+        "trl: the config's pad_token argument is deprecated",
+        r"`pad_token` is deprecated and will be removed in v(?P<removal>[\d.]+)\. Set `tokenizer\.pad_token` "
+        r"directly",
+        "warnings",
+        "1.12.0",
+        None,
+        "set tokenizer.pad_token and pass the tokenizer as processing_class instead of the config's pad_token",
+    ),
+    _trl(
+        "TG165",
+        "trl: the prompt alone fills max_length (empty completion)",
+        r"The prompt alone fills `max_length`, so truncation leaves an empty completion\.",
+        "log",
+        "1.15.0",
+        None,
+        "raise max_length or filter out the long prompts: the completion (and its eos) is cut away",
+    ),
+    _trl(
+        "TG166",
+        "trl: completion-only collator with pad equal to eos",
+        r"The pad_token_id and eos_token_id values of this tokenizer are identical\.",
+        "warnings",
+        "0.12.0",
+        "0.19.1",
+        "give the tokenizer a pad token distinct from eos before training (the collator masks every eos as padding)",
+    ),
+    _trl(
+        "TG167",
+        "trl: response or instruction template not found in an example",
+        r"Could not find (?P<key>response|instruction) key `(?P<template>.*?)` in the following instance: "
+        r".*?This instance will be ignored in loss calculation\.",
+        "warnings",
+        "0.12.0",
+        "0.19.1",
+        "tokenize the template as it appears inside the text (pass its token ids) and keep it within max_length",
+    ),
+    _trl(
+        "TG168",
+        "trl: the tokenizer has no eos token for packing",
+        r"The passed tokenizer does not have an EOS token\. We will use the passed eos_token_id instead which "
+        r"corresponds to (?P<eos>.*?)\. If this is not the correct EOS token",
+        "warnings",
+        "0.12.0",
+        "0.12.2",
+        "set tokenizer.eos_token before packing: sequences are joined with the passed id",
+    ),
+    _trl(
+        "TG169",
+        "trl: SFTTrainer got a tokenizer that does not pad on the right",
+        r"You passed a processing_class with `padding_side` not equal to `right` to the SFTTrainer\.",
+        "warnings",
+        "0.12.0",
+        "0.12.2",
+        "set processing_class.padding_side = 'right' for training",
+    ),
 )
 
 Severity = Literal["fault", "notice"]
@@ -480,6 +617,16 @@ SEVERITIES: dict[str, tuple[Severity, str]] = {
     "TG155": ("fault", "padding to max_length without a maximum length"),
     "TG156": ("fault", "left padding is not accounted for: chunked attention sees padding"),
     "TG157": ("notice", "deprecation: eos_token_id passed to a decoding method; still honoured"),
+    "TG160": ("fault", "no label is ever the end of turn: the model never learns to stop"),
+    "TG161": ("fault", "the end of the prompt is cut out of the training sequence: training context differs from inference"),
+    "TG162": ("fault", "the prompt tokenizes differently alone and with its completion: prompt and completion are split wrong"),
+    "TG163": ("fault", "new tokens the template needs have untrained output rows: the model may never emit them"),
+    "TG164": ("notice", "deprecation: the config's pad_token still works today"),
+    "TG165": ("fault", "an empty completion: the example teaches nothing, not even eos"),
+    "TG166": ("fault", "pad equals eos: the collator masks every eos, so the model never learns to stop"),
+    "TG167": ("fault", "the template was not found: the example is dropped from the loss"),
+    "TG168": ("fault", "packed sequences are separated by an id the tokenizer does not know as eos"),
+    "TG169": ("notice", "half-precision overflow hint: training works with left padding"),
 }
 
 
@@ -488,7 +635,7 @@ def severity(code: str) -> Severity:
     return SEVERITIES.get(code, ("fault", ""))[0]
 
 
-FALLBACK_TITLE = "other transformers warning about special tokens, attention mask or padding"
+FALLBACK_TITLE = "other transformers warning about special tokens, attention mask or padding (or trl warning: also end of turn)"
 FALLBACK_FIX = "read the message; align bos/eos/pad across model.config, generation_config and tokenizer"
 
 BY_CODE: dict[str, Entry] = {entry.code: entry for entry in ENTRIES}
@@ -496,22 +643,42 @@ BY_CODE: dict[str, Entry] = {entry.code: entry for entry in ENTRIES}
 #: Every code a user may allow or expect.
 RUNTIME_CODES: frozenset[str] = frozenset({FALLBACK_CODE, *BY_CODE})
 
-_TOKEN_MENTION = r"\b(?:bos|eos|pad)(?:[ _]token(?:_id)?s?)?\b|special[ _]tokens?|attention[ _]mask|padding[ _]side"
+#: The catch-all (TG100): a WARNING+ that names bos/eos/pad, special tokens, the mask or the padding side, or
+#: (trl's words) the end of turn, a chat template's ``{% generation %}`` markers / blocks, stop tokens.
+_TOKEN_MENTION = (
+    r"\b(?:bos|eos|pad)(?:[ _]token(?:_id)?s?)?\b|special[ _]tokens?|attention[ _]mask|padding[ _]side"
+    r"|end[- ]of[- ]turn|\{%-?\s*(?:end)?generation\s*-?%\}|\bgeneration (?:blocks?|markers?|tags?|keyword)\b"
+    r"|\bstop(?:ping)?[ _]tokens?\b"
+)
 
 #: Cheap pre-filter: every catalog message mentions at least one of these words.
-_KEYWORDS = ("token", "pad", "attention", "generation", "embedding", "eos", "bos")
+_KEYWORDS = ("token", "pad", "attention", "generation", "embedding", "eos", "bos", "turn", "completion", "instance")
 
-#: Loggers whose records the guard watches. TG150 logs on a logger outside the transformers tree.
+#: Loggers whose records the guard watches. TG150 logs on a logger outside the transformers tree; trl logs on
+#: ``trl.*`` (through accelerate's ``MultiProcessAdapter`` or plain ``logging.getLogger``).
 WATCHED_ROOT = "transformers"
+WATCHED_ROOTS = ("transformers", "trl")
 WATCHED_EXTRA = frozenset({"ContinuousBatchingLogger"})
 
 
+def _under(name: str) -> bool:
+    for root in WATCHED_ROOTS:
+        if name == root or name.startswith(root + "."):
+            return True
+    return False
+
+
 def is_watched_logger(name: str) -> bool:
-    return name == WATCHED_ROOT or name.startswith(WATCHED_ROOT + ".") or name in WATCHED_EXTRA
+    return _under(name) or name in WATCHED_EXTRA
 
 
 def is_watched_module(module: str) -> bool:
-    return module == WATCHED_ROOT or module.startswith(WATCHED_ROOT + ".")
+    return _under(module)
+
+
+def is_trl(name: str) -> bool:
+    """A ``trl`` logger or module name."""
+    return name == "trl" or name.startswith("trl.")
 
 
 @dataclass(frozen=True)
@@ -567,19 +734,28 @@ def trainer_fix_lines(updated: dict[str, int | list[int] | None]) -> list[str]:
     return lines
 
 
-def exists_in(entry: Entry, version: str) -> bool:
-    """Whether transformers ``version`` has this message (first <= version <= last, releases compared).
+def exists_in(entry: Entry, version: str, trl: str | None = None) -> bool:
+    """Whether the entry's message exists: a transformers entry in transformers ``version``, a trl entry in trl
+    ``trl`` (None: the installed trl, from its metadata; False when trl is not installed). first <= version <=
+    last, releases compared.
 
     Raises ``packaging.version.InvalidVersion`` (a ``ValueError``) for text that is no version.
     """
     from pytest_tokenguard import versions
 
+    if entry.library == "trl":
+        if trl is None:
+            trl = versions.installed_text("trl")
+            if trl is None:
+                return False
+        return versions.in_range(versions.parse(trl), entry.first, entry.last)
     return versions.in_range(version, entry.first, entry.last)
 
 
-def active_entries(version: str) -> list[Entry]:
-    """The catalog entries whose message exists in transformers ``version``."""
-    return [entry for entry in ENTRIES if exists_in(entry, version)]
+def active_entries(version: str, trl: str | None = None) -> list[Entry]:
+    """The catalog entries whose message exists in transformers ``version`` and trl ``trl`` (None: the
+    installed trl; its entries are left out when trl is not installed)."""
+    return [entry for entry in ENTRIES if exists_in(entry, version, trl)]
 
 
 def classify_raised(message: str) -> str | None:
