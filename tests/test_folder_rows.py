@@ -92,7 +92,8 @@ def test_case_adapter_without_tokenizer_fails_naming_the_rows_and_the_fix(capsys
     # before: exit 0 (the rows were never read and the base's tokenizer fits the base)
     rc, data = check_json(capsys, CASE / "base", CASE / "adapter-notok")
     assert rc == 1 and data["exit_code"] == 1
-    assert codes(data["findings"]) == {("TG207", "warning"), ("TG210", "error")}  # no TG204/TG205
+    # no TG204/TG205; TG215: the case's reduced tokenizer.json encodes without <s> (its post-processor adds nothing)
+    assert codes(data["findings"]) == {("TG207", "warning"), ("TG210", "error"), ("TG215", "warning")}
     finding = tg210(data["findings"])
     assert finding["field"] == "vocab"
     assert finding["values"] == {"adapter": {INPUT: 302, OUTPUT: 302}, "base": {INPUT: 300, OUTPUT: 300}}
@@ -116,14 +117,20 @@ def test_case_adapter_without_tokenizer_fails_naming_the_rows_and_the_fix(capsys
         "vocab: config vocab_size 300, embedding rows 302 (the adapter's; base checkpoint 300), tokenizer length 300" in text.out
     )
     assert f"TG210 error: {finding['message']}\n    fix: {TG210_HINT_302}\n" in text.out
-    assert text.out.endswith("FAIL: 1 error(s), 1 warning(s)\n")
+    assert text.out.endswith("FAIL: 1 error(s), 2 warning(s)\n")
 
 
 def test_case_adapter_with_tokenizer_has_no_false_tg204_tg205(capsys: pytest.CaptureFixture[str]) -> None:
     # before: TG205 (302 tokens > 300 rows), though the loaded model has 302 rows, and no word of the failing load
     rc, data = check_json(capsys, CASE / "base", CASE / "adapter")
     assert rc == 1
-    assert codes(data["findings"]) == {("TG201", "error"), ("TG203", "error"), ("TG206", "warning"), ("TG210", "error")}
+    assert codes(data["findings"]) == {
+        ("TG201", "error"),
+        ("TG203", "error"),
+        ("TG206", "warning"),
+        ("TG210", "error"),
+        ("TG215", "warning"),  # the case's tokenizer adds no <s> (see above)
+    }
     assert tg210(data["findings"])["hint"] == TG210_HINT_302
     assert (data["layout"]["embedding_rows"], data["layout"]["tokenizer_length"]) == (302, 302)
 
@@ -131,7 +138,7 @@ def test_case_adapter_with_tokenizer_has_no_false_tg204_tg205(capsys: pytest.Cap
 def test_case_base_alone_reads_its_own_rows(capsys: pytest.CaptureFixture[str]) -> None:
     rc, data = check_json(capsys, CASE / "base")
     assert rc == 0
-    assert codes(data["findings"]) == {("TG207", "warning")}
+    assert codes(data["findings"]) == {("TG207", "warning"), ("TG215", "warning")}
     assert (data["layout"]["embedding_rows"], data["layout"]["base_rows"], data["layout"]["adapter_rows"]) == (
         300,
         {INPUT: 300, OUTPUT: 300},
@@ -182,7 +189,7 @@ def test_case_loading_fails_as_tg210_predicts_and_the_fix_works(tmp_path: Path, 
     model = load_adapter(from_pretrained(fixed), CASE / "adapter")
     _, data = check_json(capsys, fixed, CASE / "adapter")
     assert data["findings"] == object_findings(model, tokenizer_of(CASE / "adapter"))
-    assert codes(data["findings"]) == {("TG201", "error"), ("TG203", "error"), ("TG206", "warning")}
+    assert codes(data["findings"]) == {("TG201", "error"), ("TG203", "error"), ("TG206", "warning"), ("TG215", "warning")}
     assert (data["layout"]["base_rows"], data["layout"]["adapter_rows"]) == ({INPUT: 302, OUTPUT: 302}, {INPUT: 302, OUTPUT: 302})
 
 

@@ -110,6 +110,22 @@ STATIC_CODES: dict[str, StaticCode] = {
             "set model.config.decoder_start_token_id (BART: eos 2; T5: pad 0; bert2bert: tokenizer.cls_token_id) and "
             "the generation config's to the same id",
         ),
+        StaticCode(
+            "TG214",
+            "the chat end of turn lies outside the template's generation blocks (assistant-only loss never trains it)",
+            "error",
+            "put the end of turn inside the assistant's block ({% generation %}...<end of turn>{% endgeneration %}), "
+            "e.g. trl.chat_template_utils.get_training_chat_template(tokenizer), or train with assistant_only_loss=False",
+        ),
+        StaticCode(
+            "TG215",
+            "the tokenizer no longer adds the bos its model config declares",
+            "warning",
+            "restore what adds bos: the TemplateProcessing post-processor in tokenizer.json (single: [bos, $A]), or "
+            '"add_bos_token": true in tokenizer_config.json for a SentencePiece-only tokenizer (copy the base '
+            "checkpoint's tokenizer files); or prepend bos_token in the chat template / training texts. Allow TG215 "
+            "where the family starts sequences without bos by design",
+        ),
         # TG3xx: what the model sees (sequence checks in sequences.py; TG301/TG302 also predicted statically)
         StaticCode(
             "TG301",
@@ -166,6 +182,36 @@ STATIC_CODES: dict[str, StaticCode] = {
             "right padding in a batch for decoder-only generate()",
             "error",
             'tokenizer.padding_side = "left" before tokenizing prompts for generate()',
+        ),
+        StaticCode(
+            "TG309",
+            "labels on padded positions (attention_mask 0)",
+            "error",
+            "set labels to -100 wherever attention_mask is 0 (labels[attention_mask == 0] = -100), not a token id: "
+            "mask by the attention mask, not by comparing with the pad id (DataCollatorForLanguageModeling does)",
+        ),
+        StaticCode(
+            "TG310",
+            "a label is a media placeholder id the processor expands",
+            "error",
+            "set the placeholder ids to -100 in the labels (labels[labels == image_token_id] = -100, likewise for "
+            "video / audio token ids), and -100 on padding, as the models' own collators do",
+        ),
+        StaticCode(
+            "TG311",
+            "sequences start without the bos the model was trained with",
+            "error / warning",
+            "restore the tokenizer's bos (a TemplateProcessing post-processor that prepends it, e.g. the base "
+            "checkpoint's tokenizer.json; add_bos_token=True for Llama / Gemma SentencePiece tokenizers), or "
+            "prepend tokenizer.bos_token to each text; tokenize with add_special_tokens=True",
+        ),
+        StaticCode(
+            "TG312",
+            "a preference completion ends in a doubled eos, or without eos",
+            "error",
+            "end every chosen / rejected / completion with one eos: trl appends eos to completions that lack it, so "
+            "with a tokenizer that appends eos itself (add_eos_token, an eos post-processor) use one that does not, "
+            "and leave no whitespace after an eos in the data; conversational rows need a template that closes the turn",
         ),
     )
 }
@@ -526,6 +572,8 @@ def check_layout(layout: TokenLayout) -> Report:
     _padding_side(layout, found)
     _serving_stop(layout, found)
     _decoder_start(layout, found)
+    _assistant_mask(layout, found)
+    _bos_dropped(layout, found)
     _prompt_edges(layout, found)
     found.sort(key=lambda f: f.code)  # stable: per-field order kept within a code
     return report
@@ -650,6 +698,63 @@ def _decoder_start(layout: TokenLayout, found: list[StaticFinding]) -> None:
                 "generate() starts from another id than training taught",
             )
         )
+
+
+def _assistant_mask(layout: TokenLayout, found: list[StaticFinding]) -> None:
+    """TG214: with ``{% generation %}`` blocks, ``apply_chat_template(..., return_assistant_tokens_mask=True)``
+    (trl's ``assistant_only_loss=True``) trains only on the tokens inside the blocks. An end of turn written after
+    ``{% endgeneration %}`` is never a label: the loss goes down and the model never learns to stop (trl logs
+    "The chat template does not include the assistant turn's end-of-turn token in the loss mask")."""
+    mask = layout.assistant_mask_end_of_turn
+    if mask is None or mask[2]:
+        return
+    token, token_id, _ = mask
+    found.append(
+        _finding(
+            "TG214",
+            "error",
+            "end_of_turn",
+            {"chat_template": token_id},
+            f"the chat template writes the end of turn {token!r} (id {token_id!r}) after the assistant's "
+            "{% generation %} block: with assistant_only_loss=True (return_assistant_tokens_mask) it is never in "
+            "the labels, so the model never learns to end a turn",
+        )
+    )
+
+
+def _bos_dropped(layout: TokenLayout, found: list[StaticFinding]) -> None:
+    """TG215: the tokenizer declares a bos equal to the model config's, yet neither its encoding (the
+    ``tokenizer.json`` post-processor; ``add_bos_token`` for a SentencePiece-only tokenizer) nor the chat template
+    puts it at the start: a re-uploaded or converted tokenizer that lost it, and every sequence starts without the
+    bos the model was trained with. Clean where the tokenizer has no bos (Qwen), where its bos is also its eos (a
+    document separator: GPT-2 never starts with it), for encoder-decoders, and where it is unknown. A warning: some
+    families ship this way on purpose (Phi-3-mini: ``add_bos_token: false``, no bos in the template)."""
+    tokenizer, model = layout.tokenizer, layout.model
+    if tokenizer is None or model is None or layout.encoder_decoder or layout.adds_bos is not False:
+        return
+    bos = tokenizer["bos"]
+    if not is_id(bos) or bos not in valid_ids(model["bos"]):
+        return
+    if bos in valid_ids(tokenizer["eos"]) or bos in valid_ids(model["eos"]):
+        return
+    if layout.has_chat_template and layout.template_starts_with_bos is not False:
+        return  # the template writes it (or did not render: unknown)
+    encoding = "its encoding (the tokenizer.json post-processor / add_bos_token)"
+    where = (
+        f"neither {encoding} nor the chat template puts it at the start"
+        if layout.has_chat_template
+        else f"{encoding} does not add it and there is no chat template"
+    )
+    found.append(
+        _finding(
+            "TG215",
+            "warning",
+            "bos",
+            {"model": model["bos"], "tokenizer": bos},
+            f"the tokenizer declares bos {layout.describe(bos)}, the model config's bos, yet {where}: every sequence "
+            "starts without the bos the model was trained with",
+        )
+    )
 
 
 def _prompt_edges(layout: TokenLayout, found: list[StaticFinding]) -> None:

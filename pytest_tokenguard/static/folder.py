@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_tokenguard.static.chat_template import end_of_turn, starts_with_token
+from pytest_tokenguard.static.chat_template import assistant_mask_end_of_turn, end_of_turn, starts_with_token
 from pytest_tokenguard.static.layout import FIELDS, NAMED_SPECIALS, TokenLayout, id_list, is_id
 
 MiB = 1024 * 1024
@@ -652,6 +652,12 @@ def read_folder(path: str | Path, adapter: str | Path | None = None) -> FolderLa
             layout.template_starts_with_bos = starts_with_token(
                 tokenizer.template, tokenizer.variables, tokenizer.variables.get("bos_token")
             )
+            layout.has_chat_template = True
+            layout.assistant_mask_end_of_turn, note = assistant_mask_end_of_turn(
+                tokenizer.template, tokenizer.strings, tokenizer.variables
+            )
+            if note and layout.end_of_turn is not None:  # otherwise the end-of-turn note says why
+                layout.notes.append(note)
         if tokenizer.edges is not None:
             before, after = tokenizer.edges
             layout.adds_bos = bool(tokenizer.variables.get("bos_token")) and tokenizer.variables.get("bos_token") in before

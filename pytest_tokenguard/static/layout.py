@@ -67,8 +67,16 @@ class TokenLayout:
     #: (``add_special_tokens=True``); None when unknown
     adds_bos: bool | None = None
     adds_eos: bool | None = None
-    #: the chat template's rendered conversation starts with the bos string (``{{ bos_token }}``)
+    #: the chat template's rendered conversation starts with the bos string (``{{ bos_token }}``); None when there
+    #: is no template (``has_chat_template``) or it does not render
     template_starts_with_bos: bool | None = None
+    #: the tokenizer (or processor) has a chat template
+    has_chat_template: bool = False
+    #: a chat template with ``{% generation %}`` blocks: ``(token, id, inside)`` for the end of turn it writes
+    #: after an assistant reply, ``inside`` when that token lies in the assistant mask
+    #: (``apply_chat_template(..., return_assistant_tokens_mask=True)``, trl's ``assistant_only_loss``); None
+    #: without generation blocks, or when it cannot be told (a note says why)
+    assistant_mask_end_of_turn: tuple[str, Any, bool] | None = None
     #: the model is an encoder-decoder (config ``is_encoder_decoder``): prompts ending in eos are normal there
     encoder_decoder: bool = False
     #: checkpoint folders only: rows per matrix (``input_embeddings``, ``output_embeddings`` when untied) of the

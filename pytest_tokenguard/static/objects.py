@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pytest_tokenguard.static.chat_template import end_of_turn, starts_with_token
+from pytest_tokenguard.static.chat_template import assistant_mask_end_of_turn, end_of_turn, starts_with_token
 from pytest_tokenguard.static.layout import FIELDS, NAMED_SPECIALS, TokenLayout, id_list, is_id
 
 
@@ -205,8 +205,8 @@ def layout_from_objects(model_or_config: Any, tokenizer: Any = None, generation_
         layout.padding_side = side if side in ("left", "right") else None
         layout.special_ids = special_ids(tokenizer)
         template = chat_template_of(processor)
+        variables = {f"{name}_token": getattr(tokenizer, f"{name}_token", None) for name in NAMED_SPECIALS}
         if template:
-            variables = {f"{name}_token": getattr(tokenizer, f"{name}_token", None) for name in NAMED_SPECIALS}
             layout.template_starts_with_bos = starts_with_token(template, variables, variables.get("bos_token"))
         strings = _special_strings(tokenizer)
         # highest id + 1, as the folder reader counts: ids past the embedding rows are what matters
@@ -214,6 +214,11 @@ def layout_from_objects(model_or_config: Any, tokenizer: Any = None, generation_
         layout.end_of_turn, note = tokenizer_end_of_turn(processor, strings)
         if note:
             layout.notes.append(note)
+        if template:
+            layout.has_chat_template = True
+            layout.assistant_mask_end_of_turn, note = assistant_mask_end_of_turn(template, strings, variables)
+            if note and layout.end_of_turn is not None:  # otherwise the end-of-turn note says why
+                layout.notes.append(note)
         wanted = {
             v
             for src in (layout.model, layout.generation, layout.tokenizer)

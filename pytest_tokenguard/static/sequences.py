@@ -3,12 +3,18 @@
 The TG2xx checks compare what configs and tokenizer *declare*; these look at the ids a batch actually
 holds: a doubled BOS (TG301), a prompt that already ends in EOS or the chat end of turn (TG302), EOS masked
 out of every label (TG303), rows without an end (TG304), padding inside a row (TG305), pad ids attended as
-content (TG306), ids the model cannot embed (TG307), right padding before ``generate()`` (TG308).
+content (TG306), ids the model cannot embed (TG307), right padding before ``generate()`` (TG308), labels on
+padded positions (TG309), labels that are media placeholder ids a processor expands (TG310), sequences that start
+without the BOS the model was trained with (TG311), preference completions ending in a doubled eos or none (TG312).
 
 A batch is ``rows x positions``: ``input_ids`` of shape (batch, sequence), optional ``attention_mask`` and
 ``labels`` of the same shape; rows and positions count from 0. The ids to look for come from the tokenizer
 (``bos/eos/pad/unk_token_id``, the chat template's end of turn) and the model (``config.eos_token_id``,
 the embedding rows); see :func:`check_batch`.
+
+Batches of other trainer shapes (trl's preference trainers) carry several token fields: every key ``input_ids``
+or ``<prefix>input_ids`` with ``<prefix>attention_mask``, ``<prefix>labels`` and ``<prefix>completion_mask``
+(:func:`token_fields`); :func:`check_fields` checks each of them, :func:`check_batch` one (``prefix=``).
 
 Tensors are checked with torch, lists and numpy arrays with numpy, on whole arrays: no Python loop over
 tokens, only over the few offending rows a message names. numpy is imported when a batch is checked; torch
@@ -17,16 +23,19 @@ is never imported here (a batch holding tensors has it loaded already). No pytes
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any
 
+from pytest_tokenguard.static.chat_template import pick_template
 from pytest_tokenguard.static.checks import STATIC_CODES, Report, StaticCode, StaticFinding
 from pytest_tokenguard.static.layout import TokenLayout, is_id, valid_ids
 from pytest_tokenguard.static.objects import (
     base_model,
+    chat_template_of,
     embedding_rows,
     layout_from_objects,
     text_config,
@@ -45,6 +54,41 @@ _TRAILER = 3
 
 #: the TG3xx codes (defined with every other static code in ``checks.STATIC_CODES``)
 SEQUENCE_CODES: dict[str, StaticCode] = {code: c for code, c in STATIC_CODES.items() if code.startswith("TG3")}
+
+#: the parts of one token field, ``<prefix><role>`` (trl pads its preference batches by these suffixes,
+#: ``DPODataCollatorWithPadding``; ``completion_mask`` is what trl's DPO / KTO collators emit instead of labels)
+FIELD_ROLES = ("input_ids", "attention_mask", "labels", "completion_mask")
+#: TG303's hint when the masked eos / end-of-turn positions are not padding: the loss mask leaves them out
+LOSS_MASK_HINT = (
+    "the loss mask leaves the end of turn out: put it inside {% generation %}...{% endgeneration %} in the chat "
+    "template (trl's assistant_only_loss=True trains only those blocks), or train with assistant_only_loss=False; "
+    "for completion-only loss, end every completion with eos"
+)
+#: config attributes (top level, text_config, vision_config, audio_config) naming a placeholder id that a processor
+#: expands into media features (transformers' configuration_*.py; image_patch_id through attribute_map)
+PLACEHOLDER_ATTRIBUTE = re.compile(
+    r"^(?:image|video|audio|img_context|video_context|sound_context|audio_latent|audio_prompt|document)_token_(?:id|index)$"
+    r"|^image_patch_id$"
+)
+#: processor / tokenizer attributes holding placeholder ids (lists, ids, then token strings)
+_PROCESSOR_ID_LISTS = ("image_token_ids", "video_token_ids", "audio_token_ids")
+_NAMED_PLACEHOLDERS = ("image", "video", "audio")
+#: added special tokens spelled like a media placeholder: a tokenizer that declares no placeholder by name (the
+#: Idefics/LLaVA ``<image>``, Qwen2-VL ``<|image_pad|>``, Gemma-3 ``<image_soft_token>``, Llama-4 ``<|image|>``,
+#: InternVL ``<IMG_CONTEXT>``)
+PLACEHOLDER_SPELLINGS = frozenset(
+    {
+        "<image>",
+        "<video>",
+        "<audio>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+        "<|audio_pad|>",
+        "<image_soft_token>",
+        "<|image|>",
+        "<IMG_CONTEXT>",
+    }
+)
 
 
 def _finding(code: str, severity: str, offenders: _Offenders, message: str, hint: str | None = None) -> StaticFinding:
@@ -116,6 +160,11 @@ class _Facts:
     limit_text: str
     encoder_decoder: bool
     tokenizer: Any
+    #: the model was trained with a bos the tokenizer declares (TG311): tokenizer bos == config bos, no stop id,
+    #: not the pad, no ``add_bos_token=False`` of the tokenizer's own, not a turn marker the template writes
+    bos_expected: bool = False
+    #: media placeholder ids a processor expands, each with where it was learned from (TG310)
+    placeholders: tuple[tuple[int, str], ...] = ()
 
     @property
     def stops(self) -> tuple[int, ...]:
@@ -148,7 +197,111 @@ def _tokenizer_length(tokenizer: Any) -> int | None:
         return None
 
 
-def _facts(model: Any, tokenizer: Any) -> _Facts:
+def _config_placeholders(top: Any, found: dict[int, str]) -> None:
+    """Placeholder ids of the config and its text / vision / audio sub-configs (both ``_token_id`` and
+    ``_token_index`` spellings, and attribute_map aliases)."""
+    configs: list[tuple[str, Any]] = [("config", top)]
+    for sub in ("text_config", "vision_config", "audio_config"):
+        nested = getattr(top, sub, None)
+        if nested is not None and not isinstance(nested, (dict, str)):
+            configs.append((f"config.{sub}", nested))
+    for where, config in configs:
+        try:
+            names = set(vars(config)) | set(getattr(type(config), "attribute_map", None) or {})
+        except TypeError:  # an object without __dict__
+            continue
+        for name in sorted(n for n in names if PLACEHOLDER_ATTRIBUTE.match(n)):
+            try:
+                value = getattr(config, name, None)
+            except Exception:  # a property that cannot be read on this config
+                continue
+            for token_id in valid_ids(value):
+                found.setdefault(int(token_id), f"{where}.{name}")
+
+
+def _named_placeholders(owner: Any, whose: str, tokenizer: Any, found: dict[int, str]) -> None:
+    """``image_token_ids`` (processors), ``image_token_id`` and the ``image_token`` string (processors, and v5
+    tokenizers' named extra special tokens), for images, videos and audio."""
+
+    def read(name: str) -> Any:
+        try:
+            return getattr(owner, name, None)
+        except Exception:  # transformers' __getattr__ raises on some unknown names
+            return None
+
+    for name in _PROCESSOR_ID_LISTS:
+        value = read(name)
+        if isinstance(value, (list, tuple)):
+            for token_id in valid_ids(list(value)):
+                found.setdefault(int(token_id), f"{whose}.{name}")
+    for kind in _NAMED_PLACEHOLDERS:
+        for token_id in valid_ids(read(f"{kind}_token_id")):
+            found.setdefault(int(token_id), f"{whose}.{kind}_token_id")
+        text = read(f"{kind}_token")
+        convert = getattr(tokenizer, "convert_tokens_to_ids", None)
+        if isinstance(text, str) and callable(convert):
+            try:
+                token_id = convert(text)
+            except Exception:  # a string the tokenizer cannot map
+                continue
+            if is_id(token_id) and token_id != getattr(tokenizer, "unk_token_id", None):
+                found.setdefault(int(token_id), f"{whose}.{kind}_token {text!r}")
+
+
+def _spelled_placeholders(tokenizer: Any, found: dict[int, str]) -> None:
+    decoder = getattr(tokenizer, "added_tokens_decoder", None)
+    if not isinstance(decoder, dict):
+        return
+    for token_id, token in decoder.items():
+        text = getattr(token, "content", token)
+        if is_id(token_id) and text in PLACEHOLDER_SPELLINGS and getattr(token, "special", True) is not False:
+            found.setdefault(int(token_id), "the tokenizer: an added special token spelled like a media placeholder")
+
+
+def placeholder_ids(model: Any = None, tokenizer: Any = None) -> dict[int, str]:
+    """Media placeholder ids a processor expands into image / video / audio features -> where each was learned
+    from, in this order: the model config (top level, ``text_config``, ``vision_config``, ``audio_config``;
+    ``image_token_id`` / ``image_token_index`` and the rarer ``img_context_token_id``, ...), the processor
+    (``image_token_ids``, ``image_token_id``, ``image_token``) when ``tokenizer`` is one, the tokenizer's named
+    tokens (``tokenizer.image_token_id``), and added special tokens spelled like a placeholder (``<image>``,
+    ``<|image_pad|>``, ...: :data:`PLACEHOLDER_SPELLINGS`). ``model``: a model, peft model or config."""
+    found: dict[int, str] = {}
+    if model is not None:
+        model = base_model(model)
+        _config_placeholders(model.config if hasattr(model, "config") else model, found)
+    inner = unwrap_tokenizer(tokenizer)
+    if tokenizer is not None and inner is not tokenizer:
+        _named_placeholders(tokenizer, "processor", inner, found)
+    if inner is not None:
+        _named_placeholders(inner, "tokenizer", inner, found)
+        _spelled_placeholders(inner, found)
+    return found
+
+
+def _literal_in_template(processor: Any, text: str) -> bool:
+    """Whether the chat template writes ``text`` literally (SmolLM2's bos ``<|im_start|>`` opens every turn)."""
+    template = chat_template_of(processor)
+    templates = template.values() if isinstance(template, dict) else [template]
+    return any(isinstance(t, str) and text in t for t in templates) or text in (pick_template(template) or "")
+
+
+def _bos_expected(facts: _Facts, config: Any, processor: Any) -> bool:
+    """TG311 applies: the tokenizer declares the model config's bos, which is no stop id and not the pad; the
+    tokenizer does not opt out (``add_bos_token=False`` in its own settings, as Phi-3's) and the chat template
+    does not write the bos string itself as a turn marker."""
+    tokenizer, bos = facts.tokenizer, facts.bos
+    if tokenizer is None or bos is None or config is None or facts.encoder_decoder:
+        return False
+    if _id(getattr(config, "bos_token_id", None)) != bos or bos in facts.stops or bos == facts.pad:
+        return False
+    init_kwargs = getattr(tokenizer, "init_kwargs", None)
+    if isinstance(init_kwargs, dict) and init_kwargs.get("add_bos_token") is False:
+        return False
+    text = getattr(tokenizer, "bos_token", None)
+    return not (isinstance(text, str) and _literal_in_template(processor, text))
+
+
+def _facts(model: Any, tokenizer: Any, processor: Any = None) -> _Facts:
     eos: list[int] = []
     bos: int | None = None
     pad: int | None = None
@@ -182,7 +335,13 @@ def _facts(model: Any, tokenizer: Any) -> _Facts:
         length = _tokenizer_length(tokenizer)
         if length is not None:
             limit, limit_text = length, f"the tokenizer's {length} ids"
-    return _Facts(bos, tuple(eos), eot, pad, unk, limit, limit_text, encoder_decoder, tokenizer)
+    facts = _Facts(bos, tuple(eos), eot, pad, unk, limit, limit_text, encoder_decoder, tokenizer)
+    known = {*facts.stops, bos, pad, unk}
+    placeholders = tuple((i, where) for i, where in placeholder_ids(model, processor or tokenizer).items() if i not in known)
+    expected = _bos_expected(facts, config, processor or tokenizer)
+    if placeholders or expected:
+        facts = replace(facts, bos_expected=expected, placeholders=placeholders)
+    return facts
 
 
 class _Names:
@@ -387,10 +546,26 @@ class _Batch:
     mask_unusable: bool
     labels: Any
     labels_given: bool
+    #: what the rows are: "sequence" (prompt and answer), "completion" (a preference / prompt-completion field whose
+    #: rows end in a completion: ``completion_mask``, or a chosen / rejected / completion prefix), "prompt"
+    kind: str = "sequence"
 
 
-def _read(batch: Mapping[str, Any], max_rows: int | None) -> _Batch | None:
-    ids_value = batch.get("input_ids")
+def field_kind(prefix: str, has_completion_mask: bool = False) -> str:
+    """What the rows of the token field ``<prefix>input_ids`` are: ``"prompt"`` (a prefix starting with
+    ``prompt``: prompts alone, as trl's ORPO / CPO and older DPO batches keep them), ``"completion"`` (the field
+    has a ``completion_mask``, or its prefix names chosen / rejected / completion rows: each row ends where a
+    completion ends), else ``"sequence"``."""
+    lowered = prefix.lower()
+    if lowered.startswith("prompt"):
+        return "prompt"
+    if has_completion_mask or any(word in lowered for word in ("chosen", "rejected", "completion")):
+        return "completion"
+    return "sequence"
+
+
+def _read(batch: Mapping[str, Any], max_rows: int | None, prefix: str = "") -> _Batch | None:
+    ids_value = batch.get(prefix + "input_ids")
     if ids_value is None:
         return None
     torch = _tensor_module(ids_value)
@@ -406,7 +581,7 @@ def _read(batch: Mapping[str, Any], max_rows: int | None) -> _Batch | None:
         return None
 
     def companion(name: str, allow_bool: bool) -> tuple[Any, bool]:
-        value = batch.get(name)
+        value = batch.get(prefix + name)
         if value is None:
             return None, False
         other = _rows(value, ops, max_rows)
@@ -420,7 +595,12 @@ def _read(batch: Mapping[str, Any], max_rows: int | None) -> _Batch | None:
     if mask is not None:
         mask = mask != 0
     labels, labels_given = companion("labels", False)
-    return _Batch(ops, ids, lengths, mask, mask_given and mask is None, labels, labels_given)
+    completion, completion_given = companion("completion_mask", True)
+    if not labels_given and completion is not None:
+        # trl's DPO / KTO loss: labels are the ids with the prompt and padding (completion_mask 0) set to -100
+        labels, labels_given = ops.where(completion != 0, ids, IGNORE_INDEX), True
+    kind = field_kind(prefix, completion_given)
+    return _Batch(ops, ids, lengths, mask, mask_given and mask is None, labels, labels_given, kind)
 
 
 # --- the checks ---------------------------------------------------------------------------------------
@@ -455,6 +635,8 @@ class _Checker:
             lengths = ops.vector(data.lengths)
             present = self.pos[None, :] < lengths[:, None]
             self.row_end = lengths - 1
+        #: positions the rows really have (None: all; ragged lists are filled past a row's end)
+        self.present = present
         #: attended (real) positions: the attention mask, or inferred from the pad id
         if data.mask is None:
             self.att = self._inferred(present)
@@ -619,12 +801,17 @@ class _Checker:
             return None
         o = self._offenders(self.ops.nonzero(hits.any(1)), self._hits(hits))
         which = "the only eos / end-of-turn position" if count == 1 else f"all {count} eos / end-of-turn positions"
+        # the cause: the pad id is a stop id (a collator that masks by the pad id masks eos too), or else the loss
+        # mask (assistant-only loss, {% generation %} blocks, completion masks) leaves the end of turn out
+        by_pad = self.facts.pad is not None and self.facts.pad in stops
+        cause = "" if by_pad else ", left out by the loss mask (the pad is no stop id)"
         return _finding(
             "TG303",
             "error",
             o,
             f"{which} of the batch ({self.names.roles(o.ids)}) {'is' if count == 1 else 'are'} -100 in labels "
-            f"({self._where(o)}): the model is never trained to stop",
+            f"({self._where(o)}){cause}: the model is never trained to stop",
+            None if by_pad else LOSS_MASK_HINT,
         )
 
     # TG304
@@ -728,6 +915,152 @@ class _Checker:
             f"({self._where(o)}): decoder-only generate() appends new tokens after the padding",
         )
 
+    # TG309
+    def labels_on_padding(self) -> StaticFinding | None:
+        labels, mask = self.data.labels, self.data.mask
+        if labels is None or mask is None:
+            return None
+        padded = ~mask if self.present is None else ~mask & self.present
+        hits = padded & (labels != IGNORE_INDEX)
+        bad = hits.any(1)
+        if not bool(bad.any()):
+            return None
+        o = self._offenders(self.ops.nonzero(bad), self._hits(hits), labels)
+        return _finding(
+            "TG309",
+            "error",
+            o,
+            f"{self._rows_text(o)} {self._verb(o, 'has', 'have')} labels on padded positions, attention_mask 0 "
+            f"({self._where(o)}), holding {', '.join(self.names(v) for v in o.ids)} instead of -100: the loss trains "
+            "the model on padding",
+        )
+
+    # TG310
+    def placeholder_labels(self) -> StaticFinding | None:
+        labels, placeholders = self.data.labels, self.facts.placeholders
+        if labels is None or not placeholders:
+            return None
+        ids = [token_id for token_id, _ in placeholders]
+        hits = self._isin(labels, ids)
+        if self.present is not None:
+            hits = hits & self.present
+        bad = hits.any(1)
+        if not bool(bad.any()):
+            return None
+        o = self._offenders(self.ops.nonzero(bad), self._hits(hits), labels)
+        where = dict(placeholders)
+        named = "; ".join(f"{self.names(v)}, learned from {where[v]}" for v in o.ids)
+        return _finding(
+            "TG310",
+            "error",
+            o,
+            f"labels hold the media placeholder {named} ({self._where(o)}): a processor expands the placeholder into "
+            "image / video / audio features, so as a label it trains the model to emit the placeholder",
+        )
+
+    # TG311
+    def missing_bos(self) -> StaticFinding | None:
+        bos = self.facts.bos
+        if not self.facts.bos_expected or bos is None:
+            return None
+        first = self.ops.where(self.has, self.first, 0)
+        without = self.has & (self.data.ids[self.row_index, first] != bos)
+        if not bool(without.any()):
+            return None
+        o = self._offenders(self.ops.nonzero(without), self._at(first))
+        real_rows = int(self.has.sum())
+        every = o.total == real_rows
+        ids = self.data.ids
+        extra = {row: f" ({self.names(int(ids[row, at]))})" for row, (at,) in zip(o.rows, o.positions, strict=True)}
+        return _finding(
+            "TG311",
+            "error" if every else "warning",
+            o,
+            f"{self._rows_text(o)} ({o.total} of {real_rows} rows) {self._verb(o, 'starts', 'start')} without bos "
+            f"{self.names(bos)}, which the tokenizer declares and the model config names as its bos; first real token: "
+            f"{self._where(o, extra)}: the model was trained with sequences that start with bos",
+        )
+
+    # TG312
+    def completion_ends(self) -> StaticFinding | None:
+        """Each completion row must end in exactly one stop id (whitespace may follow it, as ChatML's "\n")."""
+        stops = self.facts.stops
+        if self.data.kind != "completion" or not stops or self.facts.encoder_decoder:
+            return None
+        ops, ids = self.ops, self.data.ids
+        last = ops.where(self.has, self.last, 0)
+        hits = self.stop_hits()
+        ends = self.has & hits[self.row_index, last]
+        back = self.last[:, None] - ops.arange(_TRAILER + 2)[None, 1:]  # the real tokens before the last
+        inside = back >= self.first[:, None]
+        back = ops.where(inside, back, 0)
+        near = hits[self.row_index[:, None], back] & inside
+        doubled = ends & near[:, 0]  # eos eos
+        #: row -> positions of the two stops, for eos <whitespace> eos (whitespace may follow the second one too)
+        spaced: dict[int, list[int]] = {}
+        #: rows that end in a stop followed by whitespace only
+        closed: set[int] = set()
+        candidates = self.has & near.any(1) & ~doubled
+        if self.facts.tokenizer is not None and bool(candidates.any()):
+            decoded: dict[tuple[int, ...], str] = {}
+
+            def blank(values: tuple[int, ...]) -> bool:
+                if not values:
+                    return True
+                if values not in decoded:
+                    decoded[values] = self.names.text(values)
+                return bool(decoded[values]) and not decoded[values].strip()
+
+            rows = ops.nonzero(candidates)
+            tails = ids[self.row_index[:, None], back][candidates].tolist()
+            columns = (
+                tails,
+                near[candidates].tolist(),
+                ends[candidates].tolist(),
+                ids[self.row_index, last][candidates].tolist(),
+            )
+            for row, tail, is_stop, ended, final in zip(rows, *columns, strict=True):
+                # window index i is position last - 1 - i; the final stop is the last token (-1) or the nearest stop
+                # before it with only whitespace after it
+                at = -1
+                if not ended:
+                    at = is_stop.index(True)
+                    if not blank((*reversed(tail[:at]), final)):
+                        continue
+                    closed.add(row)
+                before = [i for i in range(at + 1, len(is_stop)) if is_stop[i]]
+                if before and blank(tuple(reversed(tail[at + 1 : before[0]]))):
+                    spaced[row] = [int(self.last[row]) - 1 - before[0], int(self.last[row]) - 1 - at]
+        missing = self.has & ~ends
+        missing_rows = [row for row in ops.nonzero(missing) if row not in closed]
+        doubled_rows = sorted({*ops.nonzero(doubled), *spaced})
+        parts: list[str] = []
+        found: list[_Offenders] = []
+        if doubled_rows:
+            o = self._offenders(doubled_rows, lambda row: spaced.get(row) or [int(self.last[row]) - 1, int(self.last[row])])
+            found.append(o)
+            gap = {
+                row: f" ({self.names.text(ids[row, at[0] + 1 : at[1]].tolist())!r} between)"
+                for row, at in spaced.items()
+                if at[1] - at[0] > 1
+            }
+            parts.append(
+                f"{self._rows_text(o)} {self._verb(o, 'ends', 'end')} the completion with {self.names.roles(o.ids)} twice "
+                f"({self._where(o, gap)}): the model is trained to emit an end after the end"
+            )
+        if missing_rows:
+            o = self._offenders(missing_rows, self._at(self.last))
+            found.append(o)
+            extra = {row: f" ({self.names(int(ids[row, at]))})" for row, (at,) in zip(o.rows, o.positions, strict=True)}
+            parts.append(
+                f"{self._rows_text(o)} {self._verb(o, 'ends', 'end')} the completion without {self.names.stops()}; "
+                f"last real token: {self._where(o, extra)}: the model is not trained to stop after it"
+            )
+        if not found:
+            return None
+        merged = found[0] if len(found) == 1 else _merge(*found)
+        return _finding("TG312", "error", merged, "; ".join(parts))
+
 
 def _merge(a: _Offenders, b: _Offenders) -> _Offenders:
     """Offending rows of input_ids and labels together (first few rows, their positions, both kinds of ids)."""
@@ -754,8 +1087,9 @@ def check_batch(
     *,
     purpose: str | None = None,
     max_rows: int | None = None,
+    prefix: str = "",
 ) -> Report:
-    """Check the special tokens of one batch of token ids (TG301-TG308), as it reaches training or ``generate()``.
+    """Check the special tokens of one batch of token ids (TG301-TG312), as it reaches training or ``generate()``.
 
     ``batch``: a mapping (``dict``, the ``BatchEncoding`` a tokenizer or collator returns) with ``input_ids``
     of shape (batch, sequence) -- a torch tensor, numpy array or list of lists (ragged lists: each row as
@@ -770,15 +1104,29 @@ def check_batch(
     ids are checked against the tokenizer's length; without a tokenizer, bos and pad come from the model
     config. Either may be None: a check whose ids are unknown is skipped.
 
-    ``purpose``: ``"train"`` (TG303 masked stops, TG304 rows without a stop), ``"generate"`` (TG302 prompt
-    ends in a stop id -- an eos id or the end of turn, also when only whitespace such as ChatML's ``"\n"``
-    follows it -- and TG308 right padding; both skipped for encoder-decoder models), or None: ``"train"``
-    when the batch has ``labels``, else ``"generate"``. TG301, TG305, TG306 and TG307 run for both.
-    ``max_rows``: check only the first ``max_rows`` rows.
+    ``purpose``: ``"train"`` (TG303 masked stops, TG304 rows without a stop, TG309 labels on padding, TG310
+    placeholder labels), ``"generate"`` (TG302 prompt ends in a stop id -- an eos id or the end of turn, also
+    when only whitespace such as ChatML's ``"\n"`` follows it -- and TG308 right padding; both skipped for
+    encoder-decoder models), or None: ``"train"`` when the batch has ``labels`` (or a ``completion_mask``), else
+    ``"generate"``. TG301, TG305, TG306, TG307 and TG311 (rows that start without the bos the tokenizer declares
+    and the model config names, left padding skipped) run for both. ``max_rows``: check only the first
+    ``max_rows`` rows.
+
+    TG303's hint follows its cause: the pad id is a stop id (a collator masking by the pad id), or the loss mask
+    (assistant-only loss, ``{% generation %}`` blocks, completion masks) leaves the end of turn out.
+
+    ``prefix``: check the token field ``<prefix>input_ids`` with ``<prefix>attention_mask``, ``<prefix>labels``
+    and ``<prefix>completion_mask`` (trl's ``chosen_``, ``rejected_``, ``prompt_``, ``KL_`` fields; see
+    :func:`token_fields`). Without labels, a ``completion_mask`` gives them as trl's DPO / KTO losses do: the ids,
+    -100 where the mask is 0. A field with a completion mask, or whose prefix names chosen / rejected /
+    completion rows, ends in a completion: TG312 (a doubled eos, also with whitespace between, or no eos at the
+    completion's end) replaces TG304 there. A ``prompt*`` field holds prompts: the label and end checks are
+    skipped.
 
     Returns a :class:`Report`: at most one :class:`StaticFinding` per code, in code order, with
     ``field="batch"`` and ``values={"rows", "positions", "ids"}`` (up to 5 rows, 5 positions per row, 5 ids;
-    rows and positions count from 0). ``report.layout`` is ``layout_from_objects(model, tokenizer)`` (the
+    rows and positions count from 0; TG309 / TG310 list label values). ``report.layout`` is
+    ``layout_from_objects(model, tokenizer)`` (the
     tokenizer part alone without a model), read from the objects when first used.
 
     Work is vectorised over the whole batch. CPU tensors are read in place (no copy); a tensor on another
@@ -798,28 +1146,96 @@ def check_batch(
         raise ValueError(f"purpose must be 'train', 'generate' or None, not {purpose!r}")
     if max_rows is not None and (not is_id(max_rows) or max_rows < 0):
         raise ValueError(f"max_rows must be None or an int >= 0, not {max_rows!r}")
-    tokenizer = unwrap_tokenizer(tokenizer)
-    findings: list[StaticFinding] = []
-    report = _BatchReport(model, tokenizer, findings)
-    data = _read(batch, max_rows)
-    if data is None:
-        return report
+    processor, tokenizer = tokenizer, unwrap_tokenizer(tokenizer)
+    report = _BatchReport(model, tokenizer, [])
+    data = _read(batch, max_rows, prefix)
+    if data is not None:
+        report.findings = _check(data, _facts(model, tokenizer, processor), purpose)
+    return report
+
+
+def _check(data: _Batch, facts: _Facts, purpose: str | None) -> list[StaticFinding]:
     purpose = purpose or ("train" if data.labels_given else "generate")
-    checker = _Checker(data, _facts(model, tokenizer))
+    checker = _Checker(data, facts)
     checks: list[Callable[[], StaticFinding | None]]
     if data.mask_unusable:  # every check but the id range needs to know which tokens are real
         checks = [checker.out_of_range]
+    elif data.kind == "prompt":  # prompts alone: neither labels nor an end to check
+        checks = [checker.doubled_bos, checker.padding_inside, checker.pad_attended, checker.out_of_range, checker.missing_bos]
     else:
         checks = [checker.doubled_bos]
         if purpose == "generate":
             checks.append(checker.prompt_ends_in_stop)
         else:
-            checks += [checker.stops_masked, checker.rows_without_stop]
+            checks.append(checker.stops_masked)
+            if data.kind != "completion":  # a completion's end is TG312's
+                checks.append(checker.rows_without_stop)
         checks += [checker.padding_inside, checker.pad_attended, checker.out_of_range]
         if purpose == "generate":
             checks.append(checker.right_padding)
-    for check in checks:
-        finding = check()
-        if finding is not None:
-            findings.append(finding)
-    return report
+        else:
+            checks += [checker.labels_on_padding, checker.placeholder_labels]
+        checks.append(checker.missing_bos)
+        if purpose != "generate":
+            checks.append(checker.completion_ends)
+    return [finding for finding in (check() for check in checks) if finding is not None]
+
+
+def _is_token_array(value: Any) -> bool:
+    """A 2-D integer array (torch tensor, numpy array) or a list of integer lists: what a token field holds."""
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        dtype = str(getattr(value, "dtype", "")).removeprefix("torch.")
+        return len(shape) == 2 and (dtype.startswith(("int", "uint")) or dtype in ("long", "short"))
+    return (
+        isinstance(value, (list, tuple))
+        and bool(value)
+        and all(isinstance(row, (list, tuple)) and all(is_id(v) for v in row) for row in value)
+    )
+
+
+def token_fields(batch: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """The token fields of a batch: prefix -> {role: key}. A field is any key ``input_ids`` or
+    ``<prefix>input_ids`` holding a 2-D integer array (or a list of integer lists), with its companions
+    ``<prefix>attention_mask``, ``<prefix>labels`` and ``<prefix>completion_mask`` where present (the suffixes
+    trl pads by). The plain field (prefix ``""``) comes first, then the others in key order. A 1-D ``label``
+    (KTO's desirable / undesirable flag) is no token field."""
+    fields: dict[str, dict[str, str]] = {}
+    for key in sorted(k for k in batch if isinstance(k, str) and k.endswith("input_ids")):
+        prefix = key[: -len("input_ids")]
+        if not _is_token_array(batch[key]):
+            continue
+        fields[prefix] = {role: prefix + role for role in FIELD_ROLES if prefix + role in batch}
+    return dict(sorted(fields.items(), key=lambda item: (item[0] != "", item[0])))
+
+
+def check_fields(
+    batch: Mapping[str, Any],
+    tokenizer: Any = None,
+    model: Any = None,
+    *,
+    purpose: str | None = "train",
+    max_rows: int | None = None,
+) -> dict[str, Report]:
+    """:func:`check_batch` on every token field of ``batch`` (:func:`token_fields`): prefix -> its report. The
+    ids to look for are read from ``model`` and ``tokenizer`` once for all fields. ``purpose`` defaults to
+    ``"train"``, for the batches that reach ``Trainer.training_step``; ``prompt*`` fields are checked as
+    prompts, fields ending in completions get TG312 (see :func:`check_batch`)."""
+    if not isinstance(batch, Mapping):
+        raise TypeError(f"check_fields() takes a mapping of token fields, not {type(batch).__name__}")
+    if purpose is not None and purpose not in PURPOSES:
+        raise ValueError(f"purpose must be 'train', 'generate' or None, not {purpose!r}")
+    if max_rows is not None and (not is_id(max_rows) or max_rows < 0):
+        raise ValueError(f"max_rows must be None or an int >= 0, not {max_rows!r}")
+    processor, tokenizer = tokenizer, unwrap_tokenizer(tokenizer)
+    facts: _Facts | None = None
+    reports: dict[str, Report] = {}
+    for prefix in token_fields(batch):
+        report = reports[prefix] = _BatchReport(model, tokenizer, [])
+        data = _read(batch, max_rows, prefix)
+        if data is None:
+            continue
+        if facts is None:
+            facts = _facts(model, tokenizer, processor)
+        report.findings = _check(data, facts, purpose)
+    return reports
