@@ -58,9 +58,12 @@ def chatml(template: str) -> Any:
 
 
 def qwen3_config() -> Any:
-    from transformers import GenerationConfig, Qwen3Config
+    import transformers
+    from transformers import GenerationConfig
 
-    config = Qwen3Config(vocab_size=320, bos_token_id=256, eos_token_id=258, pad_token_id=256)
+    # Qwen3 where this transformers has it (>= 4.51), else Qwen2: the same special-token fields
+    config_class = getattr(transformers, "Qwen3Config", transformers.Qwen2Config)
+    config = config_class(vocab_size=320, bos_token_id=256, eos_token_id=258, pad_token_id=256)
     return config, GenerationConfig(bos_token_id=256, eos_token_id=[258, 256], pad_token_id=256)
 
 

@@ -142,12 +142,21 @@ def test_tg309_flags_exactly_the_positions_with_attention_0_and_a_label(
 
 
 def test_placeholder_ids_from_each_source() -> None:
-    assert placeholder_ids(Qwen2VLConfig()) == {151655: "config.image_token_id", 151656: "config.video_token_id"}
-    assert placeholder_ids(LlavaConfig()) == {32000: "config.image_token_id"}  # image_token_index, by attribute_map
+    qwen2_vl = Qwen2VLConfig()
+    if hasattr(qwen2_vl, "image_token_id"):  # transformers 4.46 kept Qwen2-VL's ids in the model code, not the config
+        assert placeholder_ids(qwen2_vl) == {151655: "config.image_token_id", 151656: "config.video_token_id"}
+    # image_token_index, read as image_token_id where the config maps it (attribute_map: not in 4.46)
+    assert placeholder_ids(LlavaConfig()) in ({32000: "config.image_token_id"}, {32000: "config.image_token_index"})
     nested = SimpleNamespace(text_config=SimpleNamespace(audio_token_index=7), vision_config=SimpleNamespace(image_patch_id=8))
     assert placeholder_ids(nested) == {7: "config.text_config.audio_token_index", 8: "config.vision_config.image_patch_id"}
     named = llama_tokenizer(bos=True, extra_special_tokens={"image_token": "<image>"})
-    assert placeholder_ids(None, named) == {10: "tokenizer.image_token_id"}
+    # named model-specific tokens are transformers 5 (extra_special_tokens); 4.x finds the same id by its spelling
+    source = (
+        "tokenizer.image_token_id"
+        if getattr(named, "image_token_id", None) is not None
+        else "the tokenizer: an added special token spelled like a media placeholder"
+    )
+    assert placeholder_ids(None, named) == {10: source}
     plain = llama_tokenizer(bos=True)  # declares nothing: <image> is only an added special token
     assert placeholder_ids(None, plain) == {10: "the tokenizer: an added special token spelled like a media placeholder"}
     processor = SimpleNamespace(tokenizer=plain, image_token_id=11, video_token="<image>")
