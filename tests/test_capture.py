@@ -225,7 +225,7 @@ def trl_logger() -> Iterator[Any]:
     accelerate = pytest.importorskip("accelerate")
     from trl.trainer import sft_trainer
 
-    if not isinstance(sft_trainer.logger, pytest.importorskip("accelerate.logging").MultiProcessAdapter):
+    if not isinstance(getattr(sft_trainer, "logger", None), pytest.importorskip("accelerate.logging").MultiProcessAdapter):
         pytest.skip("this trl's sft_trainer logs through no accelerate adapter")
     accelerate.PartialState()
     keep = _Keep()

@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("transformers")
 from transformers import AutoTokenizer, Gemma2Config, Gemma2ForCausalLM, GenerationConfig
 
+from pytest_tokenguard import versions
 from pytest_tokenguard.static.alignment import align_special_tokens, generation_config_for
 from pytest_tokenguard.static.api import check_special_tokens
 from pytest_tokenguard.static.checks import check_layout
@@ -64,6 +65,11 @@ def test_object_api_agrees_with_the_folder(name: str) -> None:
     model, tokenizer = _gemma4(CASE / name)
     if not tokenizer.chat_template:  # the folder check reads chat_template.jinja whatever transformers is installed
         pytest.skip("this transformers does not load chat_template.jinja (a file of transformers >= 4.50 folders)")
+    if getattr(tokenizer, "add_bos_token", False) and versions.parse(versions.installed_text("transformers") or "0").major < 5:
+        pytest.skip(
+            "transformers 4.x rebuilds Gemma's post-processor from add_bos_token (so it adds bos and the template's bos "
+            "doubles: TG301); the case was written by transformers 5, whose post-processor decides, as the folder check reads it"
+        )
     folder = _codes(check_layout(read_folder(CASE / name).layout))
     assert _codes(check_special_tokens(model, tokenizer)) == folder
     assert ("TG212" in {code for code, _, _ in folder}) is (name == "merged")

@@ -15,12 +15,15 @@ import pytest
 from pytest_tokenguard import align_special_tokens, versions
 from pytest_tokenguard.guard.findings import RuntimeFinding
 from pytest_tokenguard.suite import zoo
-from pytest_tokenguard.suite.support import add_dedicated_pad, expected_trainer_updates
+from pytest_tokenguard.suite.support import SFT_TRL, add_dedicated_pad, expected_trainer_updates
 from pytest_tokenguard.suite.table import SUITE_CODES_PROPERTY, SUITE_PROPERTY, SuiteTable
 
 STEPS = ["static_check", "lora_training", "sft_trainer", "labels_keep_eos", "save_and_reload", "generation"]
-#: the SFT step needs trl (and datasets); where they are missing it is skipped with that reason
-SFT_OUTCOME = "passed" if importlib.util.find_spec("trl") and importlib.util.find_spec("datasets") else "skipped"
+#: the SFT step needs trl >= support.SFT_TRL (and datasets); where they are missing or older it is skipped with that reason
+_TRL = versions.installed_text("trl")
+SFT_OUTCOME = (
+    "passed" if _TRL and versions.parse(_TRL) >= versions.parse(SFT_TRL) and importlib.util.find_spec("datasets") else "skipped"
+)
 
 
 def run_suite(cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:

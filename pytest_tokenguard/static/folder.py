@@ -161,19 +161,20 @@ def _vocab_end(data: bytes, start: int) -> int:
     return -1
 
 
-def _key(data: bytes, name: bytes, opener: bytes, start: int = 0) -> int:
+def _key(data: bytes, name: bytes, opener: bytes, start: int = 0, end: int | None = None) -> int:
     """Offset of the ``opener`` that starts the value of key ``name`` (an object/array), or -1.
 
     Only a quoted string followed by ``:`` is a key, and a key inside the vocab maps to an int,
     so requiring ``{``/``[`` after it skips tokens that happen to be spelled like our keys.
     """
     needle = b'"' + name + b'"'
-    position = data.find(needle, start)
+    stop = len(data) if end is None else end
+    position = data.find(needle, start, stop)
     while position >= 0:
         match = _KEY_VALUE.match(data, position + len(needle))
         if match and match.group(1) == opener:
             return match.start(1)
-        position = data.find(needle, position + 1)
+        position = data.find(needle, position + 1, stop)
     return -1
 
 
@@ -243,7 +244,7 @@ class _TokenizerJson:
             return False
         # BPE only (merges after the vocab as tokenizers writes them, or before it, keys sorted); other models and
         # broken files take the full parse, which names what is wrong (the vocab's bytes are never decoded here)
-        if _key(data, b"merges", b"[", start=vocab_end) < 0 and _key(data[:vocab_at], b"merges", b"[", start=model_at) < 0:
+        if _key(data, b"merges", b"[", start=vocab_end) < 0 and _key(data, b"merges", b"[", start=model_at, end=vocab_at) < 0:
             return False
         try:
             text = data[added_at:model_at].decode("utf-8")
@@ -290,7 +291,7 @@ class _TokenizerJson:
     def post_processor(self) -> Any:
         """The ``post_processor`` object (None when absent or null). Read without decoding the vocab."""
         # tokenizers writes it before "model", writers that sort keys after it: never search or decode the vocab
-        at = _key(self.data[: self.model_at], b"post_processor", b"{")
+        at = _key(self.data, b"post_processor", b"{", end=self.model_at)
         end = self.model_at
         if at < 0 and self.vocab_span is not None:
             at, end = _key(self.data, b"post_processor", b"{", start=self.vocab_span[1]), len(self.data)

@@ -37,6 +37,11 @@ APP_SAMPLING: dict[str, Any] = dict(
 USER_PREFIX = "model:"
 
 
+#: the oldest trl the SFT step and :func:`sft_config` serve: SFTConfig(max_length=...), and trl's trainers
+#: mirroring the tokenizer's pad onto the model in ``__init__`` (TG102)
+SFT_TRL = "1.13"
+
+
 def sft_config(output_dir: Any, *, max_length: int = 64) -> Any:
     """trl's ``SFTConfig`` for one CPU step of two rows, no saving, no reporting (raises ``ImportError``
     without trl)."""

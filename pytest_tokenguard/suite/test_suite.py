@@ -168,6 +168,12 @@ def test_sft_trainer(subject: support.Subject, tokenguard: Any, tmp_path: Path, 
     fixed (aligned, a pad of its own where pad = eos is the only stop) gives no TG102 and no TG101 but the known
     residuals; your checkpoint as shipped: any finding fails this step."""
     pytest.importorskip("trl", reason="trl is not installed (the test extra: pip install 'pytest-tokenguard[test]')")
+    pytest.importorskip(
+        "trl",
+        minversion=support.SFT_TRL,
+        reason=f"this step checks trl >= {support.SFT_TRL}'s SFTTrainer (SFTConfig(max_length=...); the pad it mirrors "
+        "onto the model in __init__, TG102)",
+    )
     datasets = pytest.importorskip("datasets", reason="datasets is not installed (trl's SFTTrainer needs it)")
     import huggingface_hub.constants
     from trl.trainer.sft_trainer import SFTTrainer
