@@ -189,12 +189,13 @@ except ImportError:
 
 
 def copy_case(pytester: pytest.Pytester, name: str) -> Path:
-    """The case folder as the user has it: ``<case>/`` beside ``_lib/ckpt.py`` (its tiny-tokenizer helper)."""
+    """The case folder as the user has it: ``<case>/`` beside ``_lib/ckpt.py`` (the cases' shared tiny-tokenizer
+    helper, kept once in tests/data/cases/_lib as in the cases' own layout)."""
     import shutil
 
     case = CASES / name
-    shutil.copytree(case, pytester.path / name, ignore=shutil.ignore_patterns("_lib", "__pycache__"))
-    shutil.copytree(case / "_lib", pytester.path / "_lib", dirs_exist_ok=True)
+    shutil.copytree(case, pytester.path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(CASES / "_lib", pytester.path / "_lib", dirs_exist_ok=True)
     return pytester.path / name
 
 
@@ -379,7 +380,7 @@ def test_qwen2_vl_style_collator_masking_image_pads(tmp_path):
 def test_bos_and_placeholder_siblings(pytester: pytest.Pytester) -> None:
     """A base model whose tokenizer no longer adds the family's bos fails (Llama-2 and Gemma layouts), with the bos
     kept passes; Qwen (no bos by design) passes; a Qwen2-VL-style config's image_token_id as a label fails."""
-    shutil_source = CASES / "padded-labels-placeholder-ids" / "_lib"
+    shutil_source = CASES / "_lib"
     (pytester.path / "_lib").mkdir()
     (pytester.path / "_lib" / "ckpt.py").write_text((shutil_source / "ckpt.py").read_text(encoding="utf-8"), encoding="utf-8")
     pytester.makepyfile(test_siblings=SIBLINGS)
