@@ -17,6 +17,9 @@ import transformers.trainer  # noqa: F401
 from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from pytest_tokenguard.suite import zoo
+from tests.warmup import import_model_modules
+
+import_model_modules()  # before any pytester story: see tests/warmup.py
 
 pytest_plugins = ("pytester",)
 
@@ -233,6 +236,27 @@ def _trl_warns() -> bool:
 TRL_WARNS = _trl_warns()
 
 
+def _case_trainer_updates() -> dict[str, object]:
+    """What the installed ``Trainer.train()`` rewrites on the case's model (``predict_trainer_alignment``: the
+    installed transformers' own alignment, run on copies)."""
+    import importlib.util
+    import sys
+
+    from pytest_tokenguard import predict_trainer_alignment
+
+    case = CASES / "assistant-only-loss-end-of-turn"
+    sys.path[:0] = [str(CASES / "_lib"), str(case)]
+    try:
+        spec = importlib.util.spec_from_file_location("tg_case_assistant_only_sft", case / "test_sft.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        model, tokenizer = module.build()
+    finally:
+        del sys.path[:2]
+    return predict_trainer_alignment(model, tokenizer)
+
+
 @pytest.mark.skipif(
     not HAS_CASE_STACK,
     reason="the case needs trl's SFTTrainer with assistant_only_loss (trl >= 0.20) and Qwen3 (transformers >= 4.51)",
@@ -272,7 +296,9 @@ def test_assistant_only_loss_case_fails_with_the_end_of_turn_never_learned_code(
             "{% generation %} block: *[[]at Trainer.train()[]]",
         ]
     )
-    codes = "TG160, TG214, TG303" if TRL_WARNS else "TG214, TG303"
+    # TG101 where the installed Trainer rewrites the case's config (4.56-5.17 write the tokenizer's None bos over it)
+    seen = {"TG101": bool(_case_trainer_updates()), "TG160": TRL_WARNS, "TG214": True, "TG303": True}
+    codes = ", ".join(code for code, present in seen.items() if present)
     result.stdout.fnmatch_lines([f"FAILED assistant-only-loss-end-of-turn/test_sft.py::test_assistant_only_sft ({codes})"])
 
 
@@ -336,7 +362,9 @@ def qwen(**config):
                 5: "<|image_pad|>"}
     tok = tiny_tokenizer(specials, 320, eos="<|im_end|>", pad="<|endoftext|>", padding_side="right", chat_template=CHATML)
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=320, bos_token_id=0, eos_token_id=2, pad_token_id=0, **TINY, **config))
+    # config bos None, as the tokenizer has none: Trainer.train() of transformers 4.56-5.17 writes the tokenizer's None
+    # over a config bos (TG101), which is not these tests' subject
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=320, bos_token_id=None, eos_token_id=2, pad_token_id=0, **TINY, **config))
     return model, tok
 
 

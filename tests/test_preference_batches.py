@@ -31,13 +31,16 @@ from transformers import Trainer
 from pytest_tokenguard import versions
 from pytest_tokenguard.guard import batches
 from pytest_tokenguard.static.sequences import check_fields, token_fields
+from tests.warmup import import_model_modules
+
+import_model_modules()  # before any pytester story: see tests/warmup.py
 
 pytest_plugins = ("pytester",)
 
 if versions.parse(trl.__version__) < versions.parse("1.0"):
     pytest.skip(f"trl {trl.__version__} builds the pre-1.0 DPO fields; these stories use trl >= 1.0", allow_module_level=True)
 
-LIB = Path(__file__).parent / "data" / "cases" / "padded-labels-placeholder-ids" / "_lib" / "ckpt.py"
+LIB = Path(__file__).parent / "data" / "cases" / "_lib" / "ckpt.py"
 
 
 def _trainer_modules() -> list[str]:

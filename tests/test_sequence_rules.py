@@ -35,8 +35,8 @@ TINY: dict[str, Any] = dict(
 
 
 def _ckpt() -> ModuleType:
-    """The cases' tiny-tokenizer helper (tests/data/cases/*/_lib/ckpt.py, copied from the shared cases)."""
-    path = Path(__file__).parent / "data" / "cases" / "padded-labels-placeholder-ids" / "_lib" / "ckpt.py"
+    """The cases' tiny-tokenizer helper (tests/data/cases/_lib/ckpt.py, copied from the shared cases)."""
+    path = Path(__file__).parent / "data" / "cases" / "_lib" / "ckpt.py"
     spec = importlib.util.spec_from_file_location("tokenguard_cases_ckpt", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -42,6 +42,9 @@ from pytest_tokenguard.guard.catalog import (  # noqa: E402
     classify,
     exists_in,
 )
+from tests.warmup import import_model_modules  # noqa: E402
+
+import_model_modules()  # before any pytester story: see tests/warmup.py
 
 pytest_plugins = ("pytester",)
 
