@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from pytest_tokenguard.static.api import assert_special_tokens_aligned, check_special_tokens
     from pytest_tokenguard.static.checks import STATIC_CODES, Report, StaticFinding, TokenAlignmentError
     from pytest_tokenguard.static.folder import FolderError, FolderLayout, read_folder
-    from pytest_tokenguard.static.sequences import check_batch
+    from pytest_tokenguard.static.sequences import check_batch, check_fields
 
 #: public name -> the module that defines it
 _HOMES = {
@@ -46,6 +46,7 @@ _HOMES = {
     "StaticFinding": "pytest_tokenguard.static.checks",
     "TokenAlignmentError": "pytest_tokenguard.static.checks",
     "check_batch": "pytest_tokenguard.static.sequences",
+    "check_fields": "pytest_tokenguard.static.sequences",
     "FolderError": "pytest_tokenguard.static.folder",
     "FolderLayout": "pytest_tokenguard.static.folder",
     "read_folder": "pytest_tokenguard.static.folder",
@@ -90,6 +91,7 @@ __all__ = [
     "align_special_tokens",
     "assert_special_tokens_aligned",
     "check_batch",
+    "check_fields",
     "check_special_tokens",
     "generation_config_for",
     "predict_trainer_alignment",

@@ -302,6 +302,26 @@ def test_assistant_only_loss_case_fails_with_the_end_of_turn_never_learned_code(
     result.stdout.fnmatch_lines([f"FAILED assistant-only-loss-end-of-turn/test_sft.py::test_assistant_only_sft ({codes})"])
 
 
+@pytest.mark.skipif(
+    not HAS_CASE_STACK,
+    reason="the case needs trl's SFTTrainer with assistant_only_loss (trl >= 0.20) and Qwen3 (transformers >= 4.51)",
+)
+def test_the_same_template_with_full_loss_passes(pytester: pytest.Pytester) -> None:
+    """TG214 is about assistant-only loss: the case's template trained on the full sequence (the fix its hint gives)
+    learns the end of turn, so --tokenguard-calls must not fail it at Trainer.train() (a user found it did)."""
+    folder = copy_case(pytester, "assistant-only-loss-end-of-turn")
+    test = folder / "test_sft.py"
+    text = test.read_text(encoding="utf-8")
+    assert "assistant_only_loss=True" in text
+    test.write_text(text.replace("assistant_only_loss=True", "assistant_only_loss=False"), encoding="utf-8")
+    result = pytester.runpytest_inprocess("--tokenguard", "--tokenguard-calls", "-p", "no:cacheprovider")
+    outcome = {"failed": 1} if _case_trainer_updates() else {"passed": 1}  # TG101 where the Trainer rewrites bos
+    result.assert_outcomes(**outcome)
+    result.stdout.no_fnmatch_line("TG214 *")
+    result.stdout.no_fnmatch_line("TG303 *")
+    result.stdout.no_fnmatch_line("TG160 *")
+
+
 SIBLINGS = '''
 import sys
 sys.path.insert(0, "_lib")

@@ -8,8 +8,8 @@ pytest.importorskip("transformers")
 # pytester's in-process runs drop modules first imported inside them; re-importing torch-backed
 # modules in one process crashes, so everything the generated tests import is imported here first.
 import transformers.testing_utils
-import transformers.trainer  # noqa: F401
-from transformers.generation.utils import GenerationMixin  # noqa: F401
+import transformers.trainer
+from transformers.generation.utils import GenerationMixin
 
 pytest_plugins = ("pytester",)
 
@@ -129,3 +129,29 @@ def test_calls_checks_survive_an_inner_run(pytester: pytest.Pytester, inner_args
             "FAILED test_outer.py::test_later_generate_is_still_checked (TG204)",
         ]
     )
+
+
+def test_an_inner_session_takes_away_the_wrappers_only_it_needed() -> None:
+    # a pytester run with --tokenguard-calls inside a plain --tokenguard session (the tokenguard fixture) left
+    # Trainer.train / generate wrapped for the rest of the outer session
+
+    from pytest_tokenguard.guard import calls
+
+    if calls._installation.users:
+        pytest.skip("this process's own session already uses the call wrappers")
+    original_train = transformers.trainer.Trainer.__dict__["train"]
+    original_generate = GenerationMixin.__dict__["generate"]
+    outer, inner = calls.Options(), calls.Options(calls=True)
+    calls.acquire(outer)
+    try:
+        assert transformers.trainer.Trainer.__dict__["train"] is original_train  # the outer asks for no wrappers
+        calls.acquire(inner)
+        assert hasattr(transformers.trainer.Trainer.__dict__["train"], "__tokenguard_original__")
+        assert hasattr(GenerationMixin.__dict__["generate"], "__tokenguard_original__")
+        calls.release(inner)
+        assert transformers.trainer.Trainer.__dict__["train"] is original_train
+        assert GenerationMixin.__dict__["generate"] is original_generate
+        assert calls._installation.users == [outer] and calls._installation.finder is not None  # outer still served
+    finally:
+        calls.release(outer)
+    assert calls._installation.users == [] and calls._installation.finder is None

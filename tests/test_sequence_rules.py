@@ -345,3 +345,28 @@ def test_token_fields_are_2d_integer_keys_with_their_companions() -> None:
     assert token_fields(batch) == {"": {"input_ids": "input_ids", "labels": "labels"}}
     with pytest.raises(TypeError, match="check_fields"):
         check_fields([[1, 2]])  # type: ignore[arg-type]
+
+
+def test_check_batch_refuses_a_batch_of_prefixed_fields_and_check_fields_checks_them() -> None:
+    # a user found check_batch() clean on an ORPO-style batch (prompt_/chosen_/rejected_ fields): it checked nothing
+    eos = 2
+    batch = {
+        "prompt_input_ids": [[1, 5, 6]],
+        "chosen_input_ids": [[1, 5, 6, 7, eos]],
+        "chosen_labels": [[-100, -100, -100, 7, eos]],
+        "rejected_input_ids": [[1, 5, 6, 8, eos, eos]],
+        "rejected_labels": [[-100, -100, -100, 8, eos, eos]],
+    }
+    tokenizer = llama_tokenizer(bos=True)
+    with pytest.raises(ValueError) as raised:
+        check_batch(batch, tokenizer)
+    assert str(raised.value) == (
+        "check_batch() found no 'input_ids' but the token fields ['chosen_input_ids', 'prompt_input_ids', "
+        "'rejected_input_ids']: check them all with check_fields(batch, tokenizer, model), or one with "
+        "check_batch(batch, ..., prefix='chosen_')"
+    )
+    reports = check_fields(batch, tokenizer)
+    assert list(reports) == ["chosen_", "prompt_", "rejected_"]
+    assert reports["chosen_"].codes() == [] and reports["prompt_"].codes() == []
+    assert reports["rejected_"].codes() == ["TG312"]
+    assert check_batch(batch, tokenizer, prefix="rejected_").codes() == ["TG312"]

@@ -115,3 +115,21 @@ def test_a_vocab_with_gaps_in_id_order_keeps_its_last_id(tmp_path: Path) -> None
     reader, scanned = _scan(path)
     assert scanned
     assert reader.highest == 60  # not 49 (n - 1): a writer that keeps id order keeps the hole
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_an_empty_vocab_reads_like_transformers(tmp_path: Path, writer: str) -> None:
+    # a user found the sorted writer's empty vocab read up to a later object's brace: 11 tokens instead of 3
+    from tokenizers import Tokenizer, models
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE(vocab={}, merges=[]))
+    backend.enable_padding(length=8)  # a later {"Fixed": 8} object whose brace follows a digit
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    tokenizer.save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "vocab_size": 10}), encoding="utf-8")
+    _rewrite(tmp_path / "tokenizer.json", writer, seed=3)
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    layout = read_folder(tmp_path).layout
+    assert layout.tokenizer_length == len(loaded) == 3
+    assert layout.tokenizer == {"bos": loaded.bos_token_id, "eos": loaded.eos_token_id, "pad": loaded.pad_token_id}

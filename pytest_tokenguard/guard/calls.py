@@ -152,7 +152,9 @@ def acquire(options: Options) -> None:
 
 
 def release(options: Options) -> None:
-    """That session ends: the last user removes the wrappers and the import hook."""
+    """That session ends: the last user removes the wrappers and the import hook; an inner session (pytester)
+    that needed wrappers the outer one does not (``--tokenguard-calls`` inside a plain ``--tokenguard`` run)
+    takes them away again, so the outer session keeps exactly what it asked for."""
     users = _installation.users
     for index, user in enumerate(users):
         if user is options:
@@ -160,6 +162,9 @@ def release(options: Options) -> None:
             break
     if not users:
         _uninstall()
+    elif (options.calls or options.synthesizing) and not any(user.calls or user.synthesizing for user in users):
+        _uninstall()
+        ensure_installed()
 
 
 def ensure_installed() -> None:
@@ -302,12 +307,16 @@ def _wrap(owner: Any, name: str, check: Check) -> None:
     setattr(owner, name, wrapper)
 
 
-def _record_static(target: Recorder, options: Options, layout: TokenLayout, where: str) -> None:
+def _record_static(
+    target: Recorder, options: Options, layout: TokenLayout, where: str, assistant_only_loss: bool = False
+) -> None:
     from pytest_tokenguard.guard.batches import record
     from pytest_tokenguard.static.checks import check_layout
 
     if where == "Trainer.train()":
         layout.padding_side = None  # training pads on the right on purpose (TG211 is about serving)
+    if not assistant_only_loss:  # TG214 matters only to a training loss that is the template's assistant mask
+        layout.assistant_mask_end_of_turn = None
     record(target, options, check_layout(layout), where)
 
 
@@ -340,7 +349,9 @@ def _check_train(target: Recorder, options: Options, trainer: Any, args: tuple[A
                 {"updated_tokens": updated, "synthesized": True, "transformers": version},
             )
     if options.calls:
-        _record_static(target, options, layout, "Trainer.train()")
+        # trl's SFTConfig(assistant_only_loss=True) trains on return_assistant_tokens_mask's blocks only
+        assistant_only = getattr(getattr(trainer, "args", None), "assistant_only_loss", False) is True
+        _record_static(target, options, layout, "Trainer.train()", assistant_only)
 
 
 def _token_fingerprint(config: Any) -> tuple[Any, ...]:

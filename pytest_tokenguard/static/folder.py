@@ -239,7 +239,9 @@ class _TokenizerJson:
         if added_at < 0 or model_at < 0 or not data.rstrip().endswith(b"}"):
             return False
         vocab_at = _key(data, b"vocab", b"{", start=model_at)
-        vocab_end = _vocab_end(data, vocab_at) if vocab_at >= 0 else -1
+        if vocab_at < 0 or data[vocab_at + 1 : vocab_at + 64].lstrip().startswith(b"}"):
+            return False  # no vocab object, or an empty one: the full parse is cheap and exact
+        vocab_end = _vocab_end(data, vocab_at)
         if vocab_end < 0:
             return False
         # BPE only (merges after the vocab as tokenizers writes them, or before it, keys sorted); other models and

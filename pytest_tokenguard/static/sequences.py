@@ -1134,8 +1134,9 @@ def check_batch(
     finding for the checks that need them, never an exception: no usable ``input_ids`` (missing, not 1-D/2-D,
     not integers, empty) gives an empty report; an attention mask of another shape or dtype leaves only
     TG307; labels that do not match leave out TG303 and the labels part of TG307. Raises ``TypeError`` when
-    ``batch`` is not a mapping, ``ValueError`` for an unknown ``purpose`` or a ``max_rows`` that is not an
-    int >= 0.
+    ``batch`` is not a mapping, ``ValueError`` for an unknown ``purpose``, a ``max_rows`` that is not an
+    int >= 0, or a batch without ``input_ids`` whose token fields all carry a prefix (``chosen_input_ids`` ...:
+    use :func:`check_fields`, or ``prefix=``).
     """
     if not isinstance(batch, Mapping):
         raise TypeError(
@@ -1146,6 +1147,14 @@ def check_batch(
         raise ValueError(f"purpose must be 'train', 'generate' or None, not {purpose!r}")
     if max_rows is not None and (not is_id(max_rows) or max_rows < 0):
         raise ValueError(f"max_rows must be None or an int >= 0, not {max_rows!r}")
+    if not prefix and "input_ids" not in batch:
+        prefixed = list(token_fields(batch))
+        if prefixed:  # a trl preference batch: checking nothing would read as clean
+            raise ValueError(
+                f"check_batch() found no 'input_ids' but the token fields {[p + 'input_ids' for p in prefixed]}: check "
+                "them all with check_fields(batch, tokenizer, model), or one with check_batch(batch, ..., "
+                f"prefix={prefixed[0]!r})"
+            )
     processor, tokenizer = tokenizer, unwrap_tokenizer(tokenizer)
     report = _BatchReport(model, tokenizer, [])
     data = _read(batch, max_rows, prefix)
