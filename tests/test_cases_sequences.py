@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 from pathlib import Path
 
@@ -226,6 +227,12 @@ def test_padded_labels_placeholder_case_names_the_padded_positions_and_the_image
     result.stdout.fnmatch_lines(["FAILED padded-labels-placeholder-ids/test_collator.py::* (TG309, TG310)"])
 
 
+NEEDS_CASE_STACK = pytest.mark.skipif(
+    not HAS_CASE_STACK,
+    reason="the case needs trl's SFTTrainer with assistant_only_loss (trl >= 0.20) and Qwen3 (transformers >= 4.51)",
+)
+
+
 def _trl_warns() -> bool:
     """Whether the installed trl logs the end-of-turn warning (catalog TG160: trl >= 1.12)."""
     from pytest_tokenguard.guard.catalog import BY_CODE, exists_in
@@ -236,9 +243,10 @@ def _trl_warns() -> bool:
 TRL_WARNS = _trl_warns()
 
 
-def _case_trainer_updates() -> dict[str, object]:
-    """What the installed ``Trainer.train()`` rewrites on the case's model (``predict_trainer_alignment``: the
-    installed transformers' own alignment, run on copies)."""
+@functools.cache  # builds the case's model: once for the tests that need it
+def _case_trainer_updates() -> bool:
+    """Whether the installed ``Trainer.train()`` rewrites the case's model config (``predict_trainer_alignment``:
+    the installed transformers' own alignment, run on copies)."""
     import importlib.util
     import sys
 
@@ -254,13 +262,10 @@ def _case_trainer_updates() -> dict[str, object]:
         model, tokenizer = module.build()
     finally:
         del sys.path[:2]
-    return predict_trainer_alignment(model, tokenizer)
+    return bool(predict_trainer_alignment(model, tokenizer))
 
 
-@pytest.mark.skipif(
-    not HAS_CASE_STACK,
-    reason="the case needs trl's SFTTrainer with assistant_only_loss (trl >= 0.20) and Qwen3 (transformers >= 4.51)",
-)
+@NEEDS_CASE_STACK
 def test_assistant_only_loss_case_fails_with_the_end_of_turn_never_learned_code(pytester: pytest.Pytester) -> None:
     copy_case(pytester, "assistant-only-loss-end-of-turn")
     result = pytester.runpytest_inprocess("--tokenguard", "--tokenguard-calls", "-p", "no:cacheprovider")
@@ -297,15 +302,12 @@ def test_assistant_only_loss_case_fails_with_the_end_of_turn_never_learned_code(
         ]
     )
     # TG101 where the installed Trainer rewrites the case's config (4.56-5.17 write the tokenizer's None bos over it)
-    seen = {"TG101": bool(_case_trainer_updates()), "TG160": TRL_WARNS, "TG214": True, "TG303": True}
+    seen = {"TG101": _case_trainer_updates(), "TG160": TRL_WARNS, "TG214": True, "TG303": True}
     codes = ", ".join(code for code, present in seen.items() if present)
     result.stdout.fnmatch_lines([f"FAILED assistant-only-loss-end-of-turn/test_sft.py::test_assistant_only_sft ({codes})"])
 
 
-@pytest.mark.skipif(
-    not HAS_CASE_STACK,
-    reason="the case needs trl's SFTTrainer with assistant_only_loss (trl >= 0.20) and Qwen3 (transformers >= 4.51)",
-)
+@NEEDS_CASE_STACK
 def test_the_same_template_with_full_loss_passes(pytester: pytest.Pytester) -> None:
     """TG214 is about assistant-only loss: the case's template trained on the full sequence (the fix its hint gives)
     learns the end of turn, so --tokenguard-calls must not fail it at Trainer.train() (a user found it did)."""
